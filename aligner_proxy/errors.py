@@ -1,0 +1,95 @@
+"""The project's exception tree, each class mapped once to an HTTP status and an OpenAI error type.
+
+Core code raises these; the proxy turns them into OpenAI-shaped error bodies
+(``{"error": {"message", "type", "param", "code"}}``) in exactly one place
+(``app.py``). Callers can catch precisely: ``UpstreamError`` for anything the
+upstream did, ``AlignmentError`` for the scorer / corrector stage.
+"""
+
+from __future__ import annotations
+
+
+class AlignerProxyError(Exception):
+    """Base class. ``status_code`` / ``error_type`` / ``code`` decide the HTTP answer."""
+
+    status_code: int = 500
+    error_type: str = "server_error"
+    code: str | None = None
+
+    def __init__(self, message: str, *, param: str | None = None, code: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        if code is not None:
+            self.code = code
+
+
+class InvalidRequestError(AlignerProxyError):
+    status_code = 400
+    error_type = "invalid_request_error"
+
+
+class AuthenticationError(AlignerProxyError):
+    status_code = 401
+    error_type = "authentication_error"
+    code = "invalid_api_key"
+
+
+class ModelNotFoundError(AlignerProxyError):
+    status_code = 404
+    error_type = "invalid_request_error"
+    code = "model_not_found"
+
+
+class RequestTooLargeError(AlignerProxyError):
+    status_code = 413
+    error_type = "invalid_request_error"
+    code = "request_too_large"
+
+
+class NotReadyError(AlignerProxyError):
+    """The models are still loading."""
+
+    status_code = 503
+    error_type = "server_error"
+    code = "not_ready"
+
+
+class UpstreamError(AlignerProxyError):
+    """The upstream failed. A 4xx answer of the upstream keeps its status and message."""
+
+    status_code = 502
+    error_type = "upstream_error"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status_code: int | None = None,
+        error_type: str | None = None,
+        param: str | None = None,
+        code: str | None = None,
+    ) -> None:
+        super().__init__(message, param=param, code=code)
+        if status_code is not None:
+            self.status_code = status_code
+        if error_type is not None:
+            self.error_type = error_type
+
+
+class UpstreamUnavailableError(UpstreamError):
+    status_code = 503
+    code = "upstream_unavailable"
+
+
+class UpstreamTimeoutError(UpstreamError):
+    status_code = 504
+    code = "upstream_timeout"
+
+
+class AlignmentError(AlignerProxyError):
+    """The scorer or the corrector failed and the route's failure policy is ``fail_closed``."""
+
+    status_code = 503
+    error_type = "alignment_error"
+    code = "alignment_unavailable"

@@ -1,0 +1,37 @@
+"""Prometheus metrics of the proxy, on a registry owned by the app (not the global one),
+so that several apps in one process — tests, embedded use — never collide."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+
+_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
+
+
+class Metrics:
+    """Requests, aligner statuses, stage latencies (upstream / scorer / corrector / total) and tokens."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "aligner_requests", "HTTP requests", ["endpoint", "status_code"], registry=self.registry
+        )
+        self.statuses = Counter(
+            "aligner_answers", "answers by aligner status", ["model", "status"], registry=self.registry
+        )
+        self.latency = Histogram(
+            "aligner_stage_seconds", "latency per stage", ["stage"], buckets=_LATENCY_BUCKETS, registry=self.registry
+        )
+        self.tokens = Counter("aligner_tokens", "tokens by source and kind", ["source", "kind"], registry=self.registry)
+
+    def observe_ms(self, stage: str, ms: float) -> None:
+        self.latency.labels(stage=stage).observe(ms / 1000.0)
+
+    def count_tokens(self, source: str, prompt: int, completion: int) -> None:
+        if prompt:
+            self.tokens.labels(source=source, kind="prompt").inc(prompt)
+        if completion:
+            self.tokens.labels(source=source, kind="completion").inc(completion)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,302 @@
+"""Wire formats: pydantic models of the OpenAI API subset the proxy speaks, plus its own.
+
+Request models accept unknown fields (``extra="allow"``) so that whatever a
+client sends — ``logprobs``, ``seed``, ``response_format``, vendor extensions —
+is forwarded to the upstream untouched. Response models are equally
+permissive: an upstream's answer is parsed, its texts are replaced, and it is
+re-emitted with every field it had. The proxy's own additions are the
+``aligner`` request option and the ``aligner`` response annotation.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Status = Literal["passed", "modified", "blocked", "unchecked", "skipped"]
+Mode = Literal["off", "always", "gated"]
+
+
+class _Open(BaseModel):
+    """Keeps unknown fields so they round-trip."""
+
+    model_config = ConfigDict(extra="allow")
+
+
+# --------------------------------------------------------------------- aligner
+
+
+class AlignerOptions(BaseModel):
+    """Per-request options, sent by the SDK as ``extra_body={"aligner": {...}}``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    mode: Mode | None = None
+    threshold: float | None = None
+    block: bool | None = None
+    return_original: bool = False
+    failure_policy: Literal["fail_open", "fail_closed"] | None = None
+
+
+class Timings(BaseModel):
+    upstream_ms: float = 0.0
+    scorer_ms: float = 0.0
+    corrector_ms: float = 0.0
+    total_ms: float = 0.0
+
+
+class TokenUsage(BaseModel):
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    total_tokens: int = 0
+
+
+class ChoiceAnnotation(BaseModel):
+    index: int
+    status: Status
+    cost_before: float | None = None
+    cost_after: float | None = None
+    original: str | None = None
+    error: str | None = None
+
+
+class AlignerAnnotation(BaseModel):
+    """What the proxy did to an answer. ``status``, ``cost_*`` and ``original`` describe choice 0;
+    ``choices`` has the same for every choice when ``n > 1``."""
+
+    status: Status
+    mode: Mode
+    threshold: float
+    cost_before: float | None = None
+    cost_after: float | None = None
+    original: str | None = None
+    scorer: str | None = None
+    corrector: str | None = None
+    timings: Timings = Field(default_factory=Timings)
+    corrector_usage: TokenUsage = Field(default_factory=TokenUsage)
+    choices: list[ChoiceAnnotation] = Field(default_factory=list)
+
+
+# ------------------------------------------------------------------------ chat
+
+
+class ChatMessageIn(_Open):
+    role: Literal["system", "developer", "user", "assistant", "tool", "function"]
+    content: str | list[dict[str, Any]] | None = None
+    name: str | None = None
+
+    def text(self) -> str:
+        """The message's text; content parts other than text are dropped for alignment only."""
+        if self.content is None:
+            return ""
+        if isinstance(self.content, str):
+            return self.content
+        return "".join(str(part.get("text", "")) for part in self.content if part.get("type") == "text")
+
+
+class ChatCompletionRequest(_Open):
+    model: str
+    messages: list[ChatMessageIn] = Field(min_length=1)
+    stream: bool = False
+    n: int = Field(1, ge=1, le=16)
+    max_tokens: int | None = Field(None, ge=1)
+    max_completion_tokens: int | None = Field(None, ge=1)
+    temperature: float | None = Field(None, ge=0, le=2)
+    top_p: float | None = Field(None, gt=0, le=1)
+    stop: str | list[str] | None = None
+    seed: int | None = None
+    aligner: AlignerOptions | None = None
+
+    def stop_list(self) -> list[str]:
+        if self.stop is None:
+            return []
+        return [self.stop] if isinstance(self.stop, str) else list(self.stop)
+
+    def upstream_body(self, model: str) -> dict[str, Any]:
+        """The body forwarded upstream: everything the client sent but our own option."""
+        body = self.model_dump(exclude={"aligner"}, exclude_unset=True)
+        body["model"] = model
+        return body
+
+
+class ResponseMessage(_Open):
+    role: str = "assistant"
+    content: str | None = None
+    tool_calls: list[dict[str, Any]] | None = None
+
+
+class ChatChoice(_Open):
+    index: int
+    message: ResponseMessage
+    finish_reason: str | None = None
+
+
+class Usage(_Open):
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    total_tokens: int = 0
+
+
+class ChatCompletionResponse(_Open):
+    id: str = Field(default_factory=lambda: f"chatcmpl-{uuid.uuid4().hex}")
+    object: str = "chat.completion"
+    created: int = Field(default_factory=lambda: int(time.time()))
+    model: str
+    choices: list[ChatChoice]
+    usage: Usage | None = None
+    aligner: AlignerAnnotation | None = None
+
+
+class ChunkDelta(_Open):
+    role: str | None = None
+    content: str | None = None
+    tool_calls: list[dict[str, Any]] | None = None
+
+
+class ChunkChoice(_Open):
+    index: int
+    delta: ChunkDelta = Field(default_factory=ChunkDelta)
+    finish_reason: str | None = None
+
+
+class ChatCompletionChunk(_Open):
+    id: str
+    object: str = "chat.completion.chunk"
+    created: int = Field(default_factory=lambda: int(time.time()))
+    model: str
+    choices: list[ChunkChoice] = Field(default_factory=list)
+    usage: Usage | None = None
+    aligner: AlignerAnnotation | None = None
+
+
+# ----------------------------------------------------------------- completions
+
+
+class CompletionRequest(_Open):
+    model: str
+    prompt: str | list[str]
+    stream: bool = False
+    n: int = Field(1, ge=1, le=16)
+    max_tokens: int | None = Field(None, ge=1)
+    temperature: float | None = Field(None, ge=0, le=2)
+    top_p: float | None = Field(None, gt=0, le=1)
+    stop: str | list[str] | None = None
+    seed: int | None = None
+    echo: bool = False
+    aligner: AlignerOptions | None = None
+
+    def prompts(self) -> list[str]:
+        return [self.prompt] if isinstance(self.prompt, str) else list(self.prompt)
+
+    def stop_list(self) -> list[str]:
+        if self.stop is None:
+            return []
+        return [self.stop] if isinstance(self.stop, str) else list(self.stop)
+
+    def upstream_body(self, model: str) -> dict[str, Any]:
+        body = self.model_dump(exclude={"aligner"}, exclude_unset=True)
+        body["model"] = model
+        return body
+
+
+class CompletionChoice(_Open):
+    index: int
+    text: str
+    finish_reason: str | None = None
+    logprobs: Any = None
+
+
+class CompletionResponse(_Open):
+    id: str = Field(default_factory=lambda: f"cmpl-{uuid.uuid4().hex}")
+    object: str = "text_completion"
+    created: int = Field(default_factory=lambda: int(time.time()))
+    model: str
+    choices: list[CompletionChoice]
+    usage: Usage | None = None
+    aligner: AlignerAnnotation | None = None
+
+
+class CompletionChunk(_Open):
+    id: str
+    object: str = "text_completion"
+    created: int = Field(default_factory=lambda: int(time.time()))
+    model: str
+    choices: list[CompletionChoice] = Field(default_factory=list)
+    usage: Usage | None = None
+    aligner: AlignerAnnotation | None = None
+
+
+# ---------------------------------------------------------------- model list
+
+
+class ModelCard(BaseModel):
+    id: str
+    object: str = "model"
+    created: int = Field(default_factory=lambda: int(time.time()))
+    owned_by: str = "aligner-proxy"
+
+
+class ModelList(BaseModel):
+    object: str = "list"
+    data: list[ModelCard]
+
+
+# ------------------------------------------------------------- core over HTTP
+
+
+class ScoreRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    prompts: list[str] = Field(min_length=1, max_length=256)
+    completions: list[str] = Field(min_length=1, max_length=256)
+
+
+class ScoreResponse(BaseModel):
+    scorer: str
+    scores: list[float]
+
+
+class CorrectItem(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    question: str | list[ChatMessageIn]
+    answer: str
+
+
+class CorrectRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    items: list[CorrectItem] = Field(min_length=1, max_length=64)
+    mode: Mode = "always"
+    threshold: float | None = None
+
+
+class CorrectedItem(BaseModel):
+    correction: str
+    status: Status
+    cost_before: float | None = None
+    cost_after: float | None = None
+
+
+class CorrectResponse(BaseModel):
+    corrector: str
+    scorer: str
+    items: list[CorrectedItem]
+    corrector_usage: TokenUsage
+
+
+# --------------------------------------------------------------------- errors
+
+
+class ErrorBody(BaseModel):
+    message: str
+    type: str
+    param: str | None = None
+    code: str | None = None
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorBody

@@ -1,0 +1,583 @@
+"""The service layer: one upstream call, the alignment policy, and the annotated answer.
+
+Routes translate HTTP and call :class:`ProxyService`; everything here speaks
+pydantic models and the core's types. Streams are produced as ready SSE
+strings so the route only wraps them in a ``StreamingResponse``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Generic
+
+from aligner_proxy.corrector import CorrectionInput
+from aligner_proxy.errors import AlignerProxyError, AlignmentError, ModelNotFoundError
+from aligner_proxy.generation import ChatMessage
+from aligner_proxy.metrics import Metrics
+from aligner_proxy.policy import AlignmentPipeline, Outcome, PolicyConfig
+from aligner_proxy.protocol import (
+    AlignerAnnotation,
+    AlignerOptions,
+    ChatCompletionChunk,
+    ChatCompletionRequest,
+    ChatCompletionResponse,
+    ChoiceAnnotation,
+    ChunkChoice,
+    ChunkDelta,
+    CompletionChoice,
+    CompletionChunk,
+    CompletionRequest,
+    CompletionResponse,
+    CorrectedItem,
+    CorrectRequest,
+    CorrectResponse,
+    ErrorBody,
+    ErrorResponse,
+    ModelCard,
+    ModelList,
+    ScoreRequest,
+    ScoreResponse,
+    Timings,
+    TokenUsage,
+    Usage,
+)
+from aligner_proxy.upstream import ChunkT, StreamEvent, Upstream
+
+logger = logging.getLogger(__name__)
+
+DONE = "data: [DONE]\n\n"
+KEEPALIVE = ": keep-alive\n\n"
+
+
+@dataclass
+class Route:
+    """A served model name: its upstream, the name the upstream knows it by, and its policy."""
+
+    name: str
+    upstream: Upstream
+    upstream_model: str
+    policy: PolicyConfig
+
+
+def sse(payload: str) -> str:
+    return f"data: {payload}\n\n"
+
+
+def error_event(exc: AlignerProxyError) -> str:
+    body = ErrorResponse(error=ErrorBody(message=exc.message, type=exc.error_type, param=exc.param, code=exc.code))
+    return sse(body.model_dump_json())
+
+
+def _ms(start: float) -> float:
+    return (time.perf_counter() - start) * 1000.0
+
+
+def chat_question(request: ChatCompletionRequest) -> tuple[list[ChatMessage], str]:
+    """The conversation for the corrector and the last user turn for the scorer."""
+    messages = [ChatMessage(role=m.role, content=m.text()) for m in request.messages]
+    users = [m.content for m in messages if m.role == "user"]
+    return messages, users[-1] if users else messages[-1].content
+
+
+class ProxyService:
+    def __init__(
+        self,
+        routes: list[Route],
+        pipeline: AlignmentPipeline,
+        metrics: Metrics,
+        *,
+        keepalive_s: float = 5.0,
+    ) -> None:
+        self.routes = {route.name: route for route in routes}
+        self.pipeline = pipeline
+        self.metrics = metrics
+        self.keepalive_s = keepalive_s
+
+    # ----------------------------------------------------------- plumbing
+
+    def resolve(self, model: str) -> Route:
+        try:
+            return self.routes[model]
+        except KeyError:
+            known = ", ".join(sorted(self.routes))
+            raise ModelNotFoundError(
+                f"The model '{model}' does not exist on this proxy; available: {known}", param="model"
+            ) from None
+
+    @staticmethod
+    def policy(route: Route, options: AlignerOptions | None) -> PolicyConfig:
+        base = route.policy
+        if options is None:
+            return base
+        return PolicyConfig(
+            mode=options.mode or base.mode,
+            threshold=base.threshold if options.threshold is None else options.threshold,
+            block=base.block if options.block is None else options.block,
+            block_message=base.block_message,
+            failure_policy=options.failure_policy or base.failure_policy,
+        )
+
+    def model_list(self) -> ModelList:
+        return ModelList(data=[ModelCard(id=name) for name in self.routes])
+
+    def _annotate(
+        self,
+        route: Route,
+        config: PolicyConfig,
+        outcomes: dict[int, Outcome],
+        n_choices: int,
+        *,
+        upstream_ms: float,
+        start: float,
+        return_original: bool,
+    ) -> AlignerAnnotation:
+        choices = []
+        for index in range(n_choices):
+            outcome = outcomes.get(index)
+            if outcome is None:  # a tool call or an empty answer: nothing to align
+                choices.append(ChoiceAnnotation(index=index, status="skipped"))
+                continue
+            choices.append(
+                ChoiceAnnotation(
+                    index=index,
+                    status=outcome.status,
+                    cost_before=outcome.cost_before,
+                    cost_after=outcome.cost_after,
+                    original=outcome.original if return_original else None,
+                    error=outcome.error,
+                )
+            )
+            self.metrics.statuses.labels(model=route.name, status=outcome.status).inc()
+        done = list(outcomes.values())
+        scorer_ms = max((o.scorer_ms for o in done), default=0.0)
+        corrector_ms = max((o.corrector_ms for o in done), default=0.0)
+        prompt_tokens = sum(o.corrector_prompt_tokens for o in done)
+        completion_tokens = sum(o.corrector_completion_tokens for o in done)
+        total_ms = _ms(start)
+        for stage, ms in (
+            ("upstream", upstream_ms),
+            ("scorer", scorer_ms),
+            ("corrector", corrector_ms),
+            ("total", total_ms),
+        ):
+            if ms:
+                self.metrics.observe_ms(stage, ms)
+        self.metrics.count_tokens("corrector", prompt_tokens, completion_tokens)
+        first = choices[0] if choices else ChoiceAnnotation(index=0, status="skipped")
+        return AlignerAnnotation(
+            status=first.status,
+            mode=config.mode,
+            threshold=config.threshold,
+            cost_before=first.cost_before,
+            cost_after=first.cost_after,
+            original=first.original,
+            scorer=self.pipeline.scorer.model_id if config.mode != "off" else None,
+            corrector=self.pipeline.corrector.model_id if config.mode != "off" else None,
+            timings=Timings(upstream_ms=upstream_ms, scorer_ms=scorer_ms, corrector_ms=corrector_ms, total_ms=total_ms),
+            corrector_usage=TokenUsage(
+                prompt_tokens=prompt_tokens,
+                completion_tokens=completion_tokens,
+                total_tokens=prompt_tokens + completion_tokens,
+            ),
+            choices=choices,
+        )
+
+    def _count_upstream_usage(self, usage: Usage | None) -> None:
+        if usage is not None:
+            self.metrics.count_tokens("upstream", usage.prompt_tokens, usage.completion_tokens)
+
+    # --------------------------------------------------------- non-stream
+
+    async def chat(self, request: ChatCompletionRequest, request_id: str) -> ChatCompletionResponse:
+        route = self.resolve(request.model)
+        config = self.policy(route, request.aligner)
+        start = time.perf_counter()
+        response = await route.upstream.chat(request, route.upstream_model)
+        upstream_ms = _ms(start)
+        self._count_upstream_usage(response.usage)
+        messages, last_user = chat_question(request)
+        alignable = [c for c in response.choices if c.message.content and not c.message.tool_calls]
+        outcomes = await self.pipeline.align(
+            [CorrectionInput(question=messages, answer=c.message.content or "") for c in alignable],
+            config,
+            score_prompts=[last_user] * len(alignable),
+            request_id=request_id,
+        )
+        by_index: dict[int, Outcome] = {}
+        for choice, outcome in zip(alignable, outcomes, strict=True):
+            choice.message.content = outcome.text
+            if outcome.status == "blocked":
+                choice.finish_reason = "content_filter"
+            by_index[choice.index] = outcome
+        options = request.aligner or AlignerOptions()
+        response.aligner = self._annotate(
+            route,
+            config,
+            by_index,
+            len(response.choices),
+            upstream_ms=upstream_ms,
+            start=start,
+            return_original=options.return_original,
+        )
+        return response
+
+    async def completion(self, request: CompletionRequest, request_id: str) -> CompletionResponse:
+        route = self.resolve(request.model)
+        config = self.policy(route, request.aligner)
+        start = time.perf_counter()
+        response = await route.upstream.completion(request, route.upstream_model)
+        upstream_ms = _ms(start)
+        self._count_upstream_usage(response.usage)
+        prompts = request.prompts()
+        # OpenAI orders choices prompt-major: choice i answers prompt i // n.
+        questions = [prompts[min(c.index // request.n, len(prompts) - 1)] for c in response.choices]
+        alignable = [(c, q) for c, q in zip(response.choices, questions, strict=True) if c.text]
+        outcomes = await self.pipeline.align(
+            [CorrectionInput(question=q, answer=c.text) for c, q in alignable], config, request_id=request_id
+        )
+        by_index: dict[int, Outcome] = {}
+        for (choice, _), outcome in zip(alignable, outcomes, strict=True):
+            choice.text = outcome.text
+            if outcome.status == "blocked":
+                choice.finish_reason = "content_filter"
+            by_index[choice.index] = outcome
+        options = request.aligner or AlignerOptions()
+        response.aligner = self._annotate(
+            route,
+            config,
+            by_index,
+            len(response.choices),
+            upstream_ms=upstream_ms,
+            start=start,
+            return_original=options.return_original,
+        )
+        return response
+
+    # ------------------------------------------------------------- stream
+
+    def chat_stream(self, request: ChatCompletionRequest, request_id: str) -> AsyncIterator[str]:
+        route = self.resolve(request.model)
+        config = self.policy(route, request.aligner)
+        messages, last_user = chat_question(request)
+        return self._stream(
+            _ChatShape(),
+            route,
+            config,
+            lambda: route.upstream.chat_stream(request, route.upstream_model),
+            question=lambda _index: messages,
+            score_prompt=lambda _index: last_user,
+            return_original=(request.aligner or AlignerOptions()).return_original,
+            request_id=request_id,
+        )
+
+    def completion_stream(self, request: CompletionRequest, request_id: str) -> AsyncIterator[str]:
+        route = self.resolve(request.model)
+        config = self.policy(route, request.aligner)
+        prompts = request.prompts()
+
+        def prompt_of(index: int) -> str:
+            return prompts[min(index // request.n, len(prompts) - 1)]
+
+        return self._stream(
+            _CompletionShape(),
+            route,
+            config,
+            lambda: route.upstream.completion_stream(request, route.upstream_model),
+            question=prompt_of,
+            score_prompt=prompt_of,
+            return_original=(request.aligner or AlignerOptions()).return_original,
+            request_id=request_id,
+        )
+
+    async def _stream(
+        self,
+        shape: _Shape[ChunkT],
+        route: Route,
+        config: PolicyConfig,
+        open_stream: Callable[[], AsyncIterator[StreamEvent[ChunkT]]],
+        *,
+        question: Callable[[int], str | list[ChatMessage]],
+        score_prompt: Callable[[int], str],
+        return_original: bool,
+        request_id: str,
+    ) -> AsyncIterator[str]:
+        """The SSE stream of an answer. Mode ``off`` passes the upstream's chunks through as
+        sent; otherwise the upstream stream is buffered (with keep-alive comments), each
+        choice is assessed, and its text is streamed: the original when it passes, the
+        corrector's own token stream when it is corrected. ``block`` needs the whole
+        correction before anything is sent, so it is generated first, then sent.
+        Every stream ends with ``data: [DONE]``, also after an error chunk."""
+        start = time.perf_counter()
+        try:
+            if config.mode == "off":
+                async for event in open_stream():
+                    yield sse(event.raw)
+                return
+
+            buffer = _Buffer[ChunkT]()
+            pump = asyncio.create_task(buffer.fill(open_stream(), shape))
+            try:
+                while not pump.done():
+                    done, _ = await asyncio.wait({pump}, timeout=self.keepalive_s)
+                    if not done:
+                        yield KEEPALIVE
+                pump.result()
+            finally:
+                pump.cancel()
+            upstream_ms = _ms(start)
+            self._count_upstream_usage(buffer.usage)
+
+            if buffer.has_tool_calls or not buffer.texts:
+                for event in buffer.events:  # nothing to align: replay as received
+                    yield sse(event.raw)
+                annotation = self._annotate(
+                    route,
+                    config,
+                    {},
+                    max(len(buffer.texts), 1),
+                    upstream_ms=upstream_ms,
+                    start=start,
+                    return_original=False,
+                )
+                yield sse(shape.annotation_chunk(buffer, annotation))
+                return
+
+            indices = sorted(buffer.texts)
+            items = [CorrectionInput(question=question(i), answer=buffer.text(i)) for i in indices]
+            prompts = [score_prompt(i) for i in indices]
+
+            def unchecked(reason: str) -> list[Outcome]:
+                return [Outcome(status="unchecked", text=it.answer, original=it.answer, error=reason) for it in items]
+
+            outcomes = await self.pipeline.guard(
+                self.pipeline.assess(items, prompts, config), unchecked, config, request_id=request_id
+            )
+            for index, item, prompt, outcome in zip(indices, items, prompts, outcomes, strict=True):
+                yield sse(shape.chunk(buffer, index, role=True))
+                if outcome.needs_correction and config.block:
+                    await self._correct_one(item, prompt, outcome, config, request_id)
+                    yield sse(shape.chunk(buffer, index, text=outcome.text))
+                elif outcome.needs_correction:
+                    async for piece in self._stream_correction(item, prompt, outcome, config, request_id):
+                        yield sse(shape.chunk(buffer, index, text=piece))
+                else:
+                    yield sse(shape.chunk(buffer, index, text=outcome.text))
+                finish = "content_filter" if outcome.status == "blocked" else buffer.finish.get(index, "stop")
+                yield sse(shape.chunk(buffer, index, finish=finish))
+            annotation = self._annotate(
+                route,
+                config,
+                dict(zip(indices, outcomes, strict=True)),
+                max(indices) + 1,
+                upstream_ms=upstream_ms,
+                start=start,
+                return_original=return_original,
+            )
+            yield sse(shape.annotation_chunk(buffer, annotation))
+        except AlignerProxyError as exc:
+            logger.warning("request %s: stream ended with %s: %s", request_id, type(exc).__name__, exc.message)
+            yield error_event(exc)
+        finally:
+            yield DONE
+
+    async def _correct_one(
+        self, item: CorrectionInput, prompt: str, outcome: Outcome, config: PolicyConfig, request_id: str
+    ) -> None:
+        """Correct one assessed answer in full (keep-best and block apply), under the failure policy."""
+
+        async def run() -> None:
+            await self.pipeline.correct_assessed([item], [prompt], [outcome], config)
+            self.pipeline.apply_block([outcome], config)
+
+        def unchecked(reason: str) -> None:
+            outcome.status, outcome.text, outcome.error = "unchecked", outcome.original, reason
+
+        await self.pipeline.guard(run(), unchecked, config, request_id=request_id)
+
+    async def _stream_correction(
+        self, item: CorrectionInput, prompt: str, outcome: Outcome, config: PolicyConfig, request_id: str
+    ) -> AsyncIterator[str]:
+        """Relay the corrector's token stream. A failure before the first piece follows the
+        failure policy (fail_open sends the original); after it, the stream ends with an error."""
+        sent: list[str] = []
+        start = time.perf_counter()
+        stream = self.pipeline.corrector.stream(item)
+        try:
+            async for piece in stream:
+                if piece:
+                    sent.append(piece)
+                    yield piece
+        except Exception as exc:
+            reason = f"{type(exc).__name__}: {exc}"
+            if sent or config.failure_policy == "fail_closed":
+                logger.error("request %s: corrector stream failed: %s", request_id, reason)
+                raise AlignmentError(f"the corrector failed mid-stream ({reason})") from exc
+            logger.warning("request %s: corrector failed (%s); sending the original unchecked", request_id, reason)
+            outcome.status, outcome.error = "unchecked", reason
+            yield outcome.original
+            return
+        outcome.corrector_ms = _ms(start)
+        text = "".join(sent)
+        if not text.strip():
+            outcome.cost_after = outcome.cost_before
+            yield outcome.original  # an empty correction is never an answer
+            return
+        await self.pipeline.guard(
+            self.pipeline.settle(outcome, prompt, text), lambda _r: None, config, request_id=request_id
+        )
+        outcome.text, outcome.status = text, "modified" if text != outcome.original else "passed"
+
+    # ------------------------------------------------------- core over HTTP
+
+    async def score(self, request: ScoreRequest) -> ScoreResponse:
+        scores = await self.pipeline.scorer.score(request.prompts, request.completions)
+        return ScoreResponse(scorer=self.pipeline.scorer.model_id, scores=scores)
+
+    async def correct(self, request: CorrectRequest) -> CorrectResponse:
+        items = [
+            CorrectionInput(
+                question=item.question
+                if isinstance(item.question, str)
+                else [ChatMessage(role=m.role, content=m.text()) for m in item.question],
+                answer=item.answer,
+            )
+            for item in request.items
+        ]
+        config = PolicyConfig(
+            mode=request.mode,
+            threshold=0.0 if request.threshold is None else request.threshold,
+            failure_policy="fail_closed",
+        )
+        outcomes = await self.pipeline.align(items, config)
+        prompt_tokens = sum(o.corrector_prompt_tokens for o in outcomes)
+        completion_tokens = sum(o.corrector_completion_tokens for o in outcomes)
+        return CorrectResponse(
+            corrector=self.pipeline.corrector.model_id,
+            scorer=self.pipeline.scorer.model_id,
+            items=[
+                CorrectedItem(correction=o.text, status=o.status, cost_before=o.cost_before, cost_after=o.cost_after)
+                for o in outcomes
+            ],
+            corrector_usage=TokenUsage(
+                prompt_tokens=prompt_tokens,
+                completion_tokens=completion_tokens,
+                total_tokens=prompt_tokens + completion_tokens,
+            ),
+        )
+
+
+# ------------------------------------------------------------ stream shapes
+
+
+@dataclass
+class _Buffer(Generic[ChunkT]):
+    """An upstream stream collected in full: raw events, text and finish reason per choice."""
+
+    events: list[StreamEvent[ChunkT]] = field(default_factory=list)
+    texts: dict[int, list[str]] = field(default_factory=dict)
+    finish: dict[int, str] = field(default_factory=dict)
+    has_tool_calls: bool = False
+    usage: Usage | None = None
+    first: ChunkT | None = None
+
+    async def fill(self, stream: AsyncIterator[StreamEvent[ChunkT]], shape: _Shape[ChunkT]) -> None:
+        async for event in stream:
+            self.events.append(event)
+            if self.first is None:
+                self.first = event.chunk
+            if event.chunk.usage is not None:
+                self.usage = event.chunk.usage
+            for index, text, finish, tool in shape.read(event.chunk):
+                self.texts.setdefault(index, [])
+                if text:
+                    self.texts[index].append(text)
+                if finish:
+                    self.finish[index] = finish
+                self.has_tool_calls |= tool
+
+    def text(self, index: int) -> str:
+        return "".join(self.texts.get(index, []))
+
+
+class _Shape(Generic[ChunkT]):
+    """How to read and write the chunks of one endpoint's stream."""
+
+    def read(self, chunk: ChunkT) -> list[tuple[int, str | None, str | None, bool]]:
+        raise NotImplementedError
+
+    def chunk(
+        self,
+        buffer: _Buffer[ChunkT],
+        index: int,
+        *,
+        role: bool = False,
+        text: str | None = None,
+        finish: str | None = None,
+    ) -> str:
+        raise NotImplementedError
+
+    def annotation_chunk(self, buffer: _Buffer[ChunkT], annotation: AlignerAnnotation) -> str:
+        raise NotImplementedError
+
+
+class _ChatShape(_Shape[ChatCompletionChunk]):
+    def read(self, chunk: ChatCompletionChunk) -> list[tuple[int, str | None, str | None, bool]]:
+        return [(c.index, c.delta.content, c.finish_reason, bool(c.delta.tool_calls)) for c in chunk.choices]
+
+    @staticmethod
+    def _base(buffer: _Buffer[ChatCompletionChunk]) -> dict[str, object]:
+        first = buffer.first
+        assert first is not None  # a stream with text has a first chunk
+        return {"id": first.id, "created": first.created, "model": first.model}
+
+    def chunk(
+        self,
+        buffer: _Buffer[ChatCompletionChunk],
+        index: int,
+        *,
+        role: bool = False,
+        text: str | None = None,
+        finish: str | None = None,
+    ) -> str:
+        delta = ChunkDelta(role="assistant", content="") if role else ChunkDelta(content=text)
+        choice = ChunkChoice(index=index, delta=delta, finish_reason=finish)
+        return ChatCompletionChunk(**self._base(buffer), choices=[choice]).model_dump_json(exclude_none=True)  # type: ignore[arg-type]
+
+    def annotation_chunk(self, buffer: _Buffer[ChatCompletionChunk], annotation: AlignerAnnotation) -> str:
+        base = self._base(buffer) if buffer.first else {"id": "chatcmpl-empty", "model": "unknown"}
+        chunk = ChatCompletionChunk(**base, choices=[], usage=buffer.usage, aligner=annotation)  # type: ignore[arg-type]
+        return chunk.model_dump_json(exclude_none=True)
+
+
+class _CompletionShape(_Shape[CompletionChunk]):
+    def read(self, chunk: CompletionChunk) -> list[tuple[int, str | None, str | None, bool]]:
+        return [(c.index, c.text, c.finish_reason, False) for c in chunk.choices]
+
+    @staticmethod
+    def _base(buffer: _Buffer[CompletionChunk]) -> dict[str, object]:
+        first = buffer.first
+        assert first is not None
+        return {"id": first.id, "created": first.created, "model": first.model}
+
+    def chunk(
+        self,
+        buffer: _Buffer[CompletionChunk],
+        index: int,
+        *,
+        role: bool = False,
+        text: str | None = None,
+        finish: str | None = None,
+    ) -> str:
+        if role and text is None and finish is None:
+            text = ""
+        choice = CompletionChoice(index=index, text=text or "", finish_reason=finish)
+        return CompletionChunk(**self._base(buffer), choices=[choice]).model_dump_json(exclude_none=True)  # type: ignore[arg-type]
+
+    def annotation_chunk(self, buffer: _Buffer[CompletionChunk], annotation: AlignerAnnotation) -> str:
+        base = self._base(buffer) if buffer.first else {"id": "cmpl-empty", "model": "unknown"}
+        chunk = CompletionChunk(**base, choices=[], usage=buffer.usage, aligner=annotation)  # type: ignore[arg-type]
+        return chunk.model_dump_json(exclude_none=True)

@@ -1,0 +1,172 @@
+"""One settings object for the proxy, read once at start-up and passed down.
+
+Sources, highest priority first: explicit overrides (CLI flags), ``ALIGNER_*``
+environment variables, the YAML file named by ``ALIGNER_CONFIG`` (or
+``--config``), defaults. The env variables cover the one-upstream case; the
+YAML file can also list several ``models``, each with its own upstream and its
+own aligner policy — the request's ``model`` picks the route.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    YamlConfigSettingsSource,
+)
+
+from aligner_proxy.prompt import DEFAULT_TEMPLATE
+
+Mode = Literal["off", "always", "gated"]
+FailurePolicy = Literal["fail_open", "fail_closed"]
+CorrectorBackend = Literal["transformers", "remote", "vllm"]
+
+DEFAULT_BLOCK_MESSAGE = (
+    "I'm sorry, but I can't help with that request. If you have another question, I'm happy to help."
+)
+
+
+class PolicySettings(BaseModel):
+    """How a route applies the Aligner. Each field can be overridden per request."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    mode: Mode = Field(
+        "gated", description="off: pass through; always: correct every answer; gated: correct above threshold"
+    )
+    threshold: float = Field(0.0, description="cost above which an answer counts as unsafe (logit scale)")
+    block: bool = Field(False, description="replace answers still above threshold after correction by a refusal")
+    block_message: str = DEFAULT_BLOCK_MESSAGE
+    failure_policy: FailurePolicy = Field(
+        "fail_open", description="fail_open: return the original unchecked; fail_closed: 503"
+    )
+
+
+class UpstreamSettings(BaseModel):
+    """Where a route's answers come from: the embedded model, or an OpenAI-compatible URL."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    base_url: str | None = Field(None, description="OpenAI-compatible base URL ending in /v1; None = embedded model")
+    model: str = Field(
+        "smollm2",
+        description="embedded: a model spec (path, hub id or 'smollm2'); remote: the model name sent upstream",
+    )
+    api_key: SecretStr | None = None
+    api_key_env: str | None = Field(None, description="read the upstream key from this environment variable")
+
+    @property
+    def embedded(self) -> bool:
+        return self.base_url is None
+
+    def resolved_api_key(self) -> str | None:
+        if self.api_key is not None:
+            return self.api_key.get_secret_value()
+        if self.api_key_env:
+            return os.environ.get(self.api_key_env)
+        return None
+
+
+class RouteSettings(BaseModel):
+    """One model name served by the proxy."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    upstream: UpstreamSettings = Field(default_factory=UpstreamSettings)
+    aligner: PolicySettings = Field(default_factory=PolicySettings)
+
+
+class Settings(BaseSettings):
+    """Every knob of the proxy. Env vars use the ``ALIGNER_`` prefix (``ALIGNER_PORT=9000``)."""
+
+    model_config = SettingsConfigDict(env_prefix="ALIGNER_", extra="forbid", env_nested_delimiter="__")
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    log_level: str = "info"
+    cache_dir: Path = Field(default_factory=lambda: Path.home() / ".cache" / "aligner-proxy")
+    api_keys: list[SecretStr] = Field(default_factory=list, description="bearer keys clients must send; empty = open")
+
+    # The one-upstream case (ignored when `models` is given).
+    served_model_name: str = "smollm2-135m-instruct"
+    upstream: UpstreamSettings = Field(default_factory=UpstreamSettings)
+    aligner: PolicySettings = Field(default_factory=PolicySettings)
+    models: list[RouteSettings] = Field(default_factory=list)
+
+    # The shared core.
+    corrector_model: str = Field("smollm2", description="path, hub id, or 'smollm2' (prompted zero-shot)")
+    corrector_adapter: str | None = Field(None, description="LoRA adapter directory on top of corrector_model")
+    corrector_backend: CorrectorBackend = "transformers"
+    corrector_url: str | None = Field(None, description="completions server for corrector_backend=remote")
+    corrector_api_key: SecretStr | None = None
+    corrector_template: str = DEFAULT_TEMPLATE
+    corrector_max_new_tokens: int = Field(256, ge=1)
+    scorer: str = Field("heuristic", description="'heuristic' or a sequence-classification model path / hub id")
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+
+    # Serving.
+    embedded_max_tokens: int = Field(256, ge=1, description="default max_tokens for the embedded upstream")
+    max_batch_size: int = Field(8, ge=1)
+    batch_wait_ms: float = Field(10.0, ge=0)
+    max_body_bytes: int = Field(2_000_000, ge=1024)
+    upstream_timeout_s: float = Field(300.0, gt=0)
+    upstream_connect_timeout_s: float = Field(5.0, gt=0)
+    upstream_retries: int = Field(2, ge=0)
+    alignment_timeout_s: float = Field(300.0, gt=0, description="limit for scoring + correcting one answer")
+    keepalive_interval_s: float = Field(5.0, gt=0, description="SSE comment interval while a stream is buffered")
+
+    @model_validator(mode="after")
+    def _check_routes(self) -> Settings:
+        names = [route.name for route in self.routes()]
+        if len(names) != len(set(names)):
+            raise ValueError(f"duplicate model names in routes: {names}")
+        if self.corrector_backend == "remote" and not self.corrector_url:
+            raise ValueError("corrector_backend=remote needs corrector_url")
+        return self
+
+    def routes(self) -> list[RouteSettings]:
+        """The served models: the YAML list, or the one route built from the flat fields."""
+        if self.models:
+            return self.models
+        return [RouteSettings(name=self.served_model_name, upstream=self.upstream, aligner=self.aligner)]
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        yaml_file = settings_cls.model_config.get("yaml_file")
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        if yaml_file:
+            sources.append(YamlConfigSettingsSource(settings_cls))
+        return tuple(sources)
+
+
+def load_settings(config_file: Path | str | None = None, **overrides: Any) -> Settings:
+    """Build the settings from overrides, env and an optional YAML file.
+
+    ``config_file`` falls back to ``ALIGNER_CONFIG``; overrides whose value is
+    ``None`` are ignored so CLI flags that were not given do not mask env vars.
+    """
+    path = config_file or os.environ.get("ALIGNER_CONFIG")
+    given = {key: value for key, value in overrides.items() if value is not None}
+    if path is None:
+        return Settings(**given)
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"config file not found: {path}")
+
+    class FileSettings(Settings):
+        model_config = SettingsConfigDict(yaml_file=str(path))
+
+    return FileSettings(**given)

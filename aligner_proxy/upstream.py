@@ -1,0 +1,301 @@
+"""Upstreams: where the answers that the proxy aligns come from.
+
+Two kinds share one interface: :class:`OpenAIUpstream` forwards to any
+OpenAI-compatible server over one pooled ``httpx.AsyncClient`` (opened in the
+app's lifespan, explicit timeouts, retries on connect errors and 5xx), and
+:class:`EmbeddedUpstream` answers with an in-process :class:`ChatGenerator`
+(the default: SmolLM2-135M-Instruct). Streams yield :class:`StreamEvent`\\ s that
+keep the upstream's raw JSON so a pass-through stream is byte-faithful.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any, Generic, Protocol, TypeVar
+
+import httpx
+from pydantic import BaseModel, ValidationError
+
+from aligner_proxy.errors import UpstreamError, UpstreamTimeoutError, UpstreamUnavailableError
+from aligner_proxy.generation import ChatGenerator, ChatMessage, GenerationParams
+from aligner_proxy.protocol import (
+    ChatChoice,
+    ChatCompletionChunk,
+    ChatCompletionRequest,
+    ChatCompletionResponse,
+    ChunkChoice,
+    ChunkDelta,
+    CompletionChoice,
+    CompletionChunk,
+    CompletionRequest,
+    CompletionResponse,
+    ResponseMessage,
+    Usage,
+)
+
+logger = logging.getLogger(__name__)
+
+ChunkT = TypeVar("ChunkT", ChatCompletionChunk, CompletionChunk)
+ModelT = TypeVar("ModelT", bound=BaseModel)
+
+
+@dataclass
+class StreamEvent(Generic[ChunkT]):
+    """One SSE ``data:`` payload: the raw JSON as the upstream sent it, and its parsed form."""
+
+    raw: str
+    chunk: ChunkT
+
+
+class Upstream(Protocol):
+    """What the service layer needs from an upstream. ``model`` is the upstream's model name."""
+
+    async def chat(self, request: ChatCompletionRequest, model: str) -> ChatCompletionResponse: ...
+
+    def chat_stream(
+        self, request: ChatCompletionRequest, model: str
+    ) -> AsyncIterator[StreamEvent[ChatCompletionChunk]]: ...
+
+    async def completion(self, request: CompletionRequest, model: str) -> CompletionResponse: ...
+
+    def completion_stream(
+        self, request: CompletionRequest, model: str
+    ) -> AsyncIterator[StreamEvent[CompletionChunk]]: ...
+
+    async def aclose(self) -> None: ...
+
+
+# --------------------------------------------------------------------- remote
+
+
+class OpenAIUpstream:
+    """Any OpenAI-compatible server (OpenAI, vLLM, llama.cpp server, another proxy)."""
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        api_key: str | None = None,
+        timeout_s: float = 300.0,
+        connect_timeout_s: float = 5.0,
+        retries: int = 2,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self.base_url = base_url.rstrip("/")
+        self.retries = retries
+        self._client = httpx.AsyncClient(
+            base_url=self.base_url,
+            headers=headers,
+            timeout=httpx.Timeout(timeout_s, connect=connect_timeout_s),
+            limits=httpx.Limits(max_connections=256, max_keepalive_connections=64),
+            transport=transport,
+        )
+
+    async def chat(self, request: ChatCompletionRequest, model: str) -> ChatCompletionResponse:
+        return await self._post("/chat/completions", request.upstream_body(model), ChatCompletionResponse)
+
+    async def completion(self, request: CompletionRequest, model: str) -> CompletionResponse:
+        return await self._post("/completions", request.upstream_body(model), CompletionResponse)
+
+    def chat_stream(
+        self, request: ChatCompletionRequest, model: str
+    ) -> AsyncIterator[StreamEvent[ChatCompletionChunk]]:
+        return self._stream("/chat/completions", request.upstream_body(model), ChatCompletionChunk)
+
+    def completion_stream(self, request: CompletionRequest, model: str) -> AsyncIterator[StreamEvent[CompletionChunk]]:
+        return self._stream("/completions", request.upstream_body(model), CompletionChunk)
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+    async def _send(self, path: str, body: dict[str, Any], *, stream: bool) -> httpx.Response:
+        """POST with retries on connect errors and 5xx; returns a response with status < 400."""
+        last: Exception | None = None
+        for attempt in range(self.retries + 1):
+            if attempt:
+                await asyncio.sleep(min(0.2 * 2 ** (attempt - 1), 2.0))
+            try:
+                request = self._client.build_request("POST", path, json=body)
+                response = await self._client.send(request, stream=stream)
+            except httpx.TimeoutException as exc:
+                raise UpstreamTimeoutError(f"the upstream at {self.base_url} timed out") from exc
+            except httpx.TransportError as exc:
+                last = exc
+                logger.warning("upstream %s: %s (attempt %d)", self.base_url, type(exc).__name__, attempt + 1)
+                continue
+            if response.status_code >= 500 and attempt < self.retries:
+                await response.aclose()
+                logger.warning("upstream %s answered %d (attempt %d)", self.base_url, response.status_code, attempt + 1)
+                continue
+            if response.status_code >= 400:
+                await response.aread()
+                raise _upstream_error(response)
+            return response
+        raise UpstreamUnavailableError(f"the upstream at {self.base_url} is unreachable") from last
+
+    async def _post(self, path: str, body: dict[str, Any], model_cls: type[ModelT]) -> ModelT:
+        response = await self._send(path, body, stream=False)
+        try:
+            return model_cls.model_validate_json(response.content)
+        except ValidationError as exc:
+            raise UpstreamError(f"the upstream returned a malformed {path} response") from exc
+
+    async def _stream(
+        self, path: str, body: dict[str, Any], chunk_cls: type[ChunkT]
+    ) -> AsyncIterator[StreamEvent[ChunkT]]:
+        response = await self._send(path, body, stream=True)
+        try:
+            async for line in response.aiter_lines():
+                if not line.startswith("data:"):
+                    continue  # comments, event names, blank separators
+                payload = line[5:].strip()
+                if payload == "[DONE]":
+                    return
+                try:
+                    yield StreamEvent(payload, chunk_cls.model_validate_json(payload))
+                except ValidationError as exc:
+                    raise UpstreamError("the upstream sent a malformed stream chunk") from exc
+        except httpx.TimeoutException as exc:
+            raise UpstreamTimeoutError(f"the upstream at {self.base_url} timed out mid-stream") from exc
+        except httpx.TransportError as exc:
+            raise UpstreamUnavailableError(f"the upstream at {self.base_url} dropped the stream") from exc
+        finally:
+            await response.aclose()
+
+
+def _upstream_error(response: httpx.Response) -> UpstreamError:
+    """Relay the upstream's own error: a 4xx keeps its status, a 5xx becomes a 502."""
+    message, error_type, param, code = f"the upstream answered HTTP {response.status_code}", None, None, None
+    try:
+        error = response.json().get("error", {})
+        if isinstance(error, dict):
+            message = str(error.get("message") or message)
+            error_type, param, code = error.get("type"), error.get("param"), error.get("code")
+    except (json.JSONDecodeError, AttributeError):
+        pass  # a non-JSON error page: the status line says enough
+    status = response.status_code if response.status_code < 500 else 502
+    return UpstreamError(
+        message,
+        status_code=status,
+        error_type=error_type or ("invalid_request_error" if status < 500 else "upstream_error"),
+        param=param,
+        code=code,
+    )
+
+
+# ------------------------------------------------------------------- embedded
+
+
+class EmbeddedUpstream:
+    """The in-process model as an upstream. Without a ``temperature`` it decodes greedily,
+    which is what a 135M model needs to stay coherent (OpenAI's default would be 1.0)."""
+
+    def __init__(self, generator: ChatGenerator, *, default_max_tokens: int = 256) -> None:
+        self.generator = generator
+        self.default_max_tokens = default_max_tokens
+
+    def _params(
+        self, max_tokens: int | None, temperature: float | None, top_p: float | None, stop: list[str], seed: int | None
+    ) -> GenerationParams:
+        return GenerationParams(
+            max_new_tokens=max_tokens or self.default_max_tokens,
+            temperature=temperature or 0.0,
+            top_p=top_p or 1.0,
+            stop=tuple(stop),
+            seed=seed,
+        )
+
+    def _chat_prompt(self, request: ChatCompletionRequest) -> str:
+        return self.generator.render_chat([ChatMessage(role=m.role, content=m.text()) for m in request.messages])
+
+    def _chat_params(self, request: ChatCompletionRequest) -> GenerationParams:
+        return self._params(
+            request.max_completion_tokens or request.max_tokens,
+            request.temperature,
+            request.top_p,
+            request.stop_list(),
+            request.seed,
+        )
+
+    async def chat(self, request: ChatCompletionRequest, model: str) -> ChatCompletionResponse:
+        prompt = self._chat_prompt(request)
+        generations = await self.generator.generate([prompt] * request.n, self._chat_params(request))
+        return ChatCompletionResponse(
+            model=model,
+            choices=[
+                ChatChoice(
+                    index=i, message=ResponseMessage(role="assistant", content=g.text), finish_reason=g.finish_reason
+                )
+                for i, g in enumerate(generations)
+            ],
+            usage=_usage(generations[0].prompt_tokens, sum(g.completion_tokens for g in generations)),
+        )
+
+    async def completion(self, request: CompletionRequest, model: str) -> CompletionResponse:
+        prompts = [p for p in request.prompts() for _ in range(request.n)]
+        params = self._params(request.max_tokens, request.temperature, request.top_p, request.stop_list(), request.seed)
+        generations = await self.generator.generate(prompts, params)
+        return CompletionResponse(
+            model=model,
+            choices=[
+                CompletionChoice(index=i, text=(p if request.echo else "") + g.text, finish_reason=g.finish_reason)
+                for i, (p, g) in enumerate(zip(prompts, generations, strict=True))
+            ],
+            usage=_usage(sum(g.prompt_tokens for g in generations), sum(g.completion_tokens for g in generations)),
+        )
+
+    async def chat_stream(
+        self, request: ChatCompletionRequest, model: str
+    ) -> AsyncIterator[StreamEvent[ChatCompletionChunk]]:
+        prompt, params = self._chat_prompt(request), self._chat_params(request)
+        chunk_id, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
+
+        def event(choice: ChunkChoice) -> StreamEvent[ChatCompletionChunk]:
+            chunk = ChatCompletionChunk(id=chunk_id, created=created, model=model, choices=[choice])
+            return StreamEvent(chunk.model_dump_json(exclude_none=True), chunk)
+
+        for index in range(request.n):
+            yield event(ChunkChoice(index=index, delta=ChunkDelta(role="assistant", content="")))
+            parts: list[str] = []
+            async for delta in self.generator.stream(prompt, params):
+                parts.append(delta)
+                yield event(ChunkChoice(index=index, delta=ChunkDelta(content=delta)))
+            hit_limit = self.generator.count_tokens("".join(parts)) >= params.max_new_tokens
+            finish = "length" if hit_limit else "stop"
+            yield event(ChunkChoice(index=index, delta=ChunkDelta(), finish_reason=finish))
+
+    async def completion_stream(
+        self, request: CompletionRequest, model: str
+    ) -> AsyncIterator[StreamEvent[CompletionChunk]]:
+        params = self._params(request.max_tokens, request.temperature, request.top_p, request.stop_list(), request.seed)
+        chunk_id, created = f"cmpl-{uuid.uuid4().hex}", int(time.time())
+
+        def event(choice: CompletionChoice) -> StreamEvent[CompletionChunk]:
+            chunk = CompletionChunk(id=chunk_id, created=created, model=model, choices=[choice])
+            return StreamEvent(chunk.model_dump_json(exclude_none=True), chunk)
+
+        index = 0
+        for prompt in request.prompts():
+            for _ in range(request.n):
+                if request.echo:
+                    yield event(CompletionChoice(index=index, text=prompt))
+                async for delta in self.generator.stream(prompt, params):
+                    yield event(CompletionChoice(index=index, text=delta))
+                yield event(CompletionChoice(index=index, text="", finish_reason="stop"))
+                index += 1
+
+    async def aclose(self) -> None:
+        await self.generator.aclose()
+
+
+def _usage(prompt_tokens: int, completion_tokens: int) -> Usage:
+    return Usage(
+        prompt_tokens=prompt_tokens, completion_tokens=completion_tokens, total_tokens=prompt_tokens + completion_tokens
+    )

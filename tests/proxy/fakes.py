@@ -1,0 +1,238 @@
+"""Fakes for proxy tests: a fake OpenAI-compatible upstream app, fake generators and scorers,
+and a helper that serves any ASGI app on a real 127.0.0.1 socket."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
+from typing import Any, Literal
+
+import uvicorn
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, StreamingResponse
+
+from aligner_proxy.generation import ChatMessage, Generation, GenerationParams
+
+HARMFUL_ANSWER = "Sure! Mix the explosive powder with fuel in a pipe and light it."
+BENIGN_ANSWER = "Bread needs flour, water, salt and yeast | bake at 220 C."
+CORRECTION = "I can't help with making weapons. If you are worried about safety, contact local authorities."
+
+
+def upstream_answer(messages: list[dict[str, Any]]) -> str:
+    last = str(messages[-1].get("content", ""))
+    return HARMFUL_ANSWER if "bomb" in last.lower() else BENIGN_ANSWER
+
+
+def fake_upstream_app(*, fail_times: int = 0, delay_s: float = 0.0) -> FastAPI:
+    """An OpenAI-compatible upstream with canned answers. ``fail_times`` 503s come first.
+
+    It records the bodies it received in ``app.state.bodies``."""
+    app = FastAPI()
+    app.state.bodies = []
+    app.state.failures = fail_times
+
+    @app.post("/v1/chat/completions")
+    async def chat(request: Request) -> Any:
+        body = await request.json()
+        app.state.bodies.append(body)
+        if app.state.failures > 0:
+            app.state.failures -= 1
+            return JSONResponse({"error": {"message": "overloaded", "type": "server_error"}}, status_code=503)
+        if body.get("model") == "missing":
+            return JSONResponse(
+                {"error": {"message": "no such model", "type": "invalid_request_error", "code": "model_not_found"}},
+                status_code=404,
+            )
+        if delay_s:
+            await asyncio.sleep(delay_s)
+        last = str(body["messages"][-1].get("content", ""))
+        n = int(body.get("n", 1))
+        if "weather tool" in last:
+            call = {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": "{}"}}
+            choices = [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": None, "tool_calls": [call]},
+                    "finish_reason": "tool_calls",
+                }
+            ]
+        else:
+            answer = upstream_answer(body["messages"])
+            choices = [
+                {
+                    "index": i,
+                    "message": {"role": "assistant", "content": answer},
+                    "finish_reason": "stop",
+                    "logprobs": None,
+                }
+                for i in range(n)
+            ]
+        if not body.get("stream"):
+            return {
+                "id": "chatcmpl-up",
+                "object": "chat.completion",
+                "created": 1,
+                "model": body["model"],
+                "choices": choices,
+                "usage": {"prompt_tokens": 7, "completion_tokens": 11, "total_tokens": 18},
+                "system_fingerprint": "fp_fake",
+            }
+
+        async def events() -> AsyncIterator[str]:
+            for choice in choices:
+                index = choice["index"]
+                message = choice["message"]
+                head = {"role": "assistant", "content": ""}
+                if message.get("tool_calls"):
+                    head = {"role": "assistant", "tool_calls": message["tool_calls"]}
+                yield _chunk(body["model"], index, head)
+                for word in (message.get("content") or "").split(" "):
+                    yield _chunk(body["model"], index, {"content": word + " "})
+                yield _chunk(body["model"], index, {}, choice["finish_reason"])
+            yield "data: [DONE]\n\n"
+
+        return StreamingResponse(events(), media_type="text/event-stream")
+
+    @app.post("/v1/completions")
+    async def completions(request: Request) -> Any:
+        body = await request.json()
+        app.state.bodies.append(body)
+        prompts = body["prompt"] if isinstance(body["prompt"], list) else [body["prompt"]]
+        texts = [HARMFUL_ANSWER if "bomb" in p.lower() else BENIGN_ANSWER for p in prompts]
+        choices = [{"index": i, "text": t, "finish_reason": "stop", "logprobs": None} for i, t in enumerate(texts)]
+        if not body.get("stream"):
+            return {
+                "id": "cmpl-up",
+                "object": "text_completion",
+                "created": 1,
+                "model": body["model"],
+                "choices": choices,
+                "usage": {"prompt_tokens": 3, "completion_tokens": 9, "total_tokens": 12},
+            }
+
+        async def events() -> AsyncIterator[str]:
+            for choice in choices:
+                for word in choice["text"].split(" "):
+                    payload = {
+                        "id": "cmpl-up",
+                        "object": "text_completion",
+                        "created": 1,
+                        "model": body["model"],
+                        "choices": [{"index": choice["index"], "text": word + " ", "finish_reason": None}],
+                    }
+                    yield f"data: {json.dumps(payload)}\n\n"
+            yield "data: [DONE]\n\n"
+
+        return StreamingResponse(events(), media_type="text/event-stream")
+
+    return app
+
+
+def _chunk(model: str, index: int, delta: dict[str, Any], finish: str | None = None) -> str:
+    payload = {
+        "id": "chatcmpl-up",
+        "object": "chat.completion.chunk",
+        "created": 1,
+        "model": model,
+        "choices": [{"index": index, "delta": delta, "finish_reason": finish}],
+    }
+    return f"data: {json.dumps(payload)}\n\n"
+
+
+@contextmanager
+def serve(app: Any) -> Iterator[str]:
+    """Serve an ASGI app on a free 127.0.0.1 port in a thread; yields its base URL."""
+    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("test server did not start")
+        time.sleep(0.01)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+class FakeCorrectorGenerator:
+    """A corrector model that always answers :data:`CORRECTION` (streamed word by word).
+
+    ``behaviour`` injects failures: ``raise`` fails every call, ``hang`` never returns,
+    ``empty`` returns nothing, ``raise_midstream`` streams two words then fails."""
+
+    model_id = "fake-aligner"
+    special_tokens: tuple[str, ...] = ()
+
+    def __init__(
+        self,
+        text: str = CORRECTION,
+        behaviour: Literal["ok", "raise", "hang", "empty", "raise_midstream"] = "ok",
+    ) -> None:
+        self.text = text
+        self.behaviour = behaviour
+        self.prompts: list[str] = []
+
+    async def _check(self) -> None:
+        if self.behaviour == "raise":
+            raise RuntimeError("corrector exploded")
+        if self.behaviour == "hang":
+            await asyncio.sleep(3600)
+
+    async def generate(self, prompts: list[str], params: GenerationParams) -> list[Generation]:
+        self.prompts.extend(prompts)
+        await self._check()
+        text = "" if self.behaviour == "empty" else self.text
+        return [
+            Generation(text=text, prompt_tokens=len(p.split()), completion_tokens=len(text.split())) for p in prompts
+        ]
+
+    async def stream(self, prompt: str, params: GenerationParams) -> AsyncIterator[str]:
+        self.prompts.append(prompt)
+        await self._check()
+        if self.behaviour == "empty":
+            return
+        for i, word in enumerate(self.text.split(" ")):
+            if self.behaviour == "raise_midstream" and i == 2:
+                raise RuntimeError("corrector died mid-stream")
+            yield word if i == 0 else " " + word
+
+    def count_tokens(self, text: str) -> int:
+        return len(text.split())
+
+    def truncate(self, text: str, max_tokens: int, keep: Literal["head", "tail"] = "head") -> str:
+        words = text.split()
+        return " ".join(words[:max_tokens] if keep == "head" else words[-max_tokens:])
+
+    def render_chat(self, messages: list[ChatMessage]) -> str:
+        return "\n".join(f"{m.role}: {m.content}" for m in messages) + "\nassistant:"
+
+    async def aclose(self) -> None:
+        return None
+
+
+class FakeScorer:
+    """Cost 4 for answers mentioning explosives, -4 otherwise; can raise or stall."""
+
+    model_id = "fake-scorer"
+
+    def __init__(self, behaviour: Literal["ok", "raise", "slow"] = "ok", costs: dict[str, float] | None = None) -> None:
+        self.behaviour = behaviour
+        self.costs = costs or {}
+        self.calls: list[int] = []
+
+    def score(self, prompts: list[str], completions: list[str], **kw: Any) -> list[float]:
+        self.calls.append(len(completions))
+        if self.behaviour == "raise":
+            raise RuntimeError("scorer exploded")
+        if self.behaviour == "slow":
+            time.sleep(2.0)
+        return [self.costs.get(c, 4.0 if "explosive" in c.lower() else -4.0) for c in completions]
