@@ -1,7 +1,9 @@
 """Added latency of the proxy in mode ``off`` over calling the upstream directly.
 
 Both paths hit the same fake OpenAI-compatible upstream on 127.0.0.1 in the
-same process run, interleaved, so the ratio cancels machine noise:
+same run, interleaved, so the ratio cancels machine noise. The upstream and
+the proxy each run in a process of their own, as they would in production,
+so the client's load does not share their interpreter:
 
     .venv/bin/python bench/overhead.py --requests 300 --concurrency 8
 
@@ -14,10 +16,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import multiprocessing
 import statistics
 import sys
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -70,13 +77,33 @@ def _pct(values: list[float], q: float) -> float:
     return statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1]
 
 
+def _serve_forever(kind: str, upstream: str, queue: Any) -> None:
+    app = fake_upstream_app() if kind == "upstream" else proxy_app(upstream)
+    with serve(app) as url:
+        queue.put(url)
+        threading.Event().wait()
+
+
+@contextmanager
+def _process(kind: str, upstream: str = "") -> Iterator[str]:
+    ctx = multiprocessing.get_context("fork")
+    queue = ctx.Queue()
+    process = ctx.Process(target=_serve_forever, args=(kind, upstream, queue), daemon=True)
+    process.start()
+    try:
+        yield queue.get(timeout=60)
+    finally:
+        process.terminate()
+        process.join(timeout=10)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--requests", type=int, default=300, help="requests per path")
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--stream", action="store_true")
     args = parser.parse_args()
-    with serve(fake_upstream_app()) as upstream, serve(proxy_app(upstream)) as proxy:
+    with _process("upstream") as upstream, _process("proxy", upstream) as proxy:
         samples = asyncio.run(_run(upstream, proxy, args.requests, args.concurrency, args.stream))
     direct, via = samples["direct"], samples["proxy"]
     print(f"requests per path: {args.requests}, concurrency {args.concurrency}, stream={args.stream}")
