@@ -10,7 +10,7 @@ from aligner_proxy.app import create_app
 from aligner_proxy.metrics import Metrics
 from aligner_proxy.runtime import assemble, make_pipeline
 from aligner_proxy.settings import Settings
-from aligner_proxy.upstream import OpenAIUpstream, Upstream
+from aligner_proxy.upstream import EmbeddedUpstream, OpenAIUpstream, Upstream
 from tests.proxy.fakes import FakeCorrectorGenerator, FakeScorer, serve
 
 MODEL = "fake-model"
@@ -27,7 +27,9 @@ def proxy_app(
     aligner = settings.pop("aligner", {})
     config = Settings(
         served_model_name=MODEL,
-        upstream={"base_url": upstream_url + "/v1", "model": "up-model"},
+        upstream={"model": "embedded-fake"}
+        if isinstance(upstream, EmbeddedUpstream)
+        else {"base_url": upstream_url + "/v1", "model": "up-model"},
         aligner=aligner,
         keepalive_interval_s=settings.pop("keepalive_interval_s", 0.05),
         upstream_retries=settings.pop("upstream_retries", 1),
