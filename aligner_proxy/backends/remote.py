@@ -1,0 +1,241 @@
+"""Any OpenAI-compatible ``/v1/completions`` server as a text generator.
+
+Use it to run the corrector (or a raw-text upstream) out of process, e.g. an
+Aligner served by ``vllm serve aligner/aligner-7b-v1.0``. Each prompt is one
+request, issued concurrently under a semaphore: list prompts are not accepted
+by every server, and per-prompt requests keep errors and usage per prompt.
+Connect errors, 429 and 5xx answers are retried with exponential backoff; any
+other failure raises a :class:`~aligner_proxy.backends.BackendError` subclass.
+
+Token accounting without a local tokenizer is an estimate of 4 characters per
+token (OpenAI's rule of thumb for English); pass ``tokenizer=`` (a local path
+or Hub id of the served model's tokenizer) for exact counts and truncation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import math
+import random
+from collections.abc import AsyncIterator, Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import httpx
+
+from aligner_proxy.backends import BackendConnectionError, BackendResponseError
+from aligner_proxy.generation import FinishReason, Generation, GenerationParams
+
+logger = logging.getLogger(__name__)
+
+CHARS_PER_TOKEN = 4
+_RETRYABLE_STATUS = frozenset({408, 429, 500, 502, 503, 504})
+
+
+class RemoteCompletionsGenerator:
+    """A :class:`~aligner_proxy.generation.TextGenerator` over HTTP.
+
+    ``base_url`` includes the API prefix, as in the OpenAI SDK
+    (``http://host:8000/v1``). The API key is sent as a bearer token and never
+    logged or shown in ``repr``.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        model: str,
+        *,
+        api_key: str | None = None,
+        timeout_s: float = 120.0,
+        connect_timeout_s: float = 5.0,
+        max_concurrency: int = 16,
+        max_retries: int = 2,
+        backoff_s: float = 0.5,
+        tokenizer: str | Path | None = None,
+        extra_body: Mapping[str, Any] | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self._client = httpx.AsyncClient(
+            base_url=base_url,
+            headers=headers,
+            timeout=httpx.Timeout(timeout_s, connect=connect_timeout_s),
+            limits=httpx.Limits(max_connections=max_concurrency, max_keepalive_connections=max_concurrency),
+            transport=transport,
+        )
+        self._model = model
+        self._semaphore = asyncio.Semaphore(max_concurrency)
+        self.max_retries = max_retries
+        self.backoff_s = backoff_s
+        self._extra_body = dict(extra_body or {})
+        self._tokenizer_spec = tokenizer
+        self._tokenizer: Any = None
+
+    def __repr__(self) -> str:
+        return f"RemoteCompletionsGenerator(base_url={str(self._client.base_url)!r}, model={self._model!r})"
+
+    @property
+    def model_id(self) -> str:
+        return self._model
+
+    # -- generation
+
+    async def generate(self, prompts: list[str], params: GenerationParams) -> list[Generation]:
+        return list(await asyncio.gather(*(self._complete(prompt, params) for prompt in prompts)))
+
+    async def _complete(self, prompt: str, params: GenerationParams) -> Generation:
+        body = self._body(prompt, params, stream=False)
+        async with self._semaphore:
+            response = await self._send(lambda: self._client.post("completions", json=body))
+        if response.status_code != 200:
+            raise _response_error(response.status_code, response.text)
+        try:
+            payload = response.json()
+            choice = payload["choices"][0]
+            text = str(choice["text"])
+        except (ValueError, KeyError, IndexError, TypeError) as error:
+            raise BackendResponseError(f"malformed completion from {self._url}: {error!r}") from error
+        usage = payload.get("usage") or {}
+        return Generation(
+            text=text,
+            prompt_tokens=int(usage.get("prompt_tokens", self.count_tokens(prompt))),
+            completion_tokens=int(usage.get("completion_tokens", self.count_tokens(text))),
+            finish_reason=_finish_reason(choice.get("finish_reason")),
+        )
+
+    async def stream(self, prompt: str, params: GenerationParams) -> AsyncIterator[str]:
+        """Yield text deltas from the server's SSE stream until ``data: [DONE]``."""
+        body = self._body(prompt, params, stream=True)
+        async with self._semaphore:
+            response = await self._send(
+                lambda: self._client.send(self._client.build_request("POST", "completions", json=body), stream=True)
+            )
+            try:
+                if response.status_code != 200:
+                    await response.aread()
+                    raise _response_error(response.status_code, response.text)
+                async for line in response.aiter_lines():
+                    if not line.startswith("data:"):
+                        continue  # blank separators, comments, `event:` lines
+                    data = line[len("data:") :].strip()
+                    if data == "[DONE]":
+                        return
+                    delta = _stream_delta(data)
+                    if delta:
+                        yield delta
+            except httpx.TransportError as error:
+                raise BackendConnectionError(f"stream from {self._url} broke: {error!r}") from error
+            finally:
+                await response.aclose()
+
+    def _body(self, prompt: str, params: GenerationParams, *, stream: bool) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            **self._extra_body,
+            "model": self._model,
+            "prompt": prompt,
+            "max_tokens": params.max_new_tokens,
+            "temperature": params.temperature,
+            "top_p": params.top_p,
+            "stream": stream,
+        }
+        if params.stop:
+            body["stop"] = list(params.stop)
+        if params.seed is not None:
+            body["seed"] = params.seed
+        return body
+
+    async def _send(self, request: Any) -> httpx.Response:
+        """Run ``request()`` with retries on connect errors, timeouts before a reply, 429 and 5xx."""
+        for attempt in range(self.max_retries + 1):
+            last = attempt == self.max_retries
+            try:
+                response: httpx.Response = await request()
+            except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as error:
+                if last:
+                    raise BackendConnectionError(f"cannot reach {self._url}: {error!r}") from error
+                logger.warning("%s unreachable (%r); retry %d/%d", self._url, error, attempt + 1, self.max_retries)
+            except httpx.TimeoutException as error:
+                raise BackendConnectionError(f"{self._url} timed out: {error!r}") from error
+            except httpx.TransportError as error:
+                raise BackendConnectionError(f"request to {self._url} failed: {error!r}") from error
+            else:
+                if response.status_code not in _RETRYABLE_STATUS or last:
+                    return response
+                await response.aread()
+                await response.aclose()
+                logger.warning(
+                    "%s answered %d; retry %d/%d", self._url, response.status_code, attempt + 1, self.max_retries
+                )
+            await asyncio.sleep(self.backoff_s * 2**attempt * (1 + random.random() / 4))
+        raise AssertionError("unreachable")
+
+    @property
+    def _url(self) -> str:
+        return str(self._client.base_url.join("completions"))
+
+    # -- tokens
+
+    def count_tokens(self, text: str) -> int:
+        tokenizer = self._local_tokenizer()
+        if tokenizer is None:
+            return math.ceil(len(text) / CHARS_PER_TOKEN)
+        from aligner_proxy.backends.transformers import count_tokens
+
+        return count_tokens(tokenizer, text)
+
+    def truncate(self, text: str, max_tokens: int, keep: Literal["head", "tail"] = "head") -> str:
+        tokenizer = self._local_tokenizer()
+        if tokenizer is None:
+            if max_tokens <= 0:
+                return ""
+            chars = max_tokens * CHARS_PER_TOKEN
+            return text[:chars] if keep == "head" else text[-chars:]
+        from aligner_proxy.backends.transformers import truncate_tokens
+
+        return truncate_tokens(tokenizer, text, max_tokens, keep)
+
+    def _local_tokenizer(self) -> Any:
+        if self._tokenizer is None and self._tokenizer_spec is not None:
+            from transformers import AutoTokenizer
+
+            self._tokenizer = AutoTokenizer.from_pretrained(str(self._tokenizer_spec))
+        return self._tokenizer
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+
+def _finish_reason(value: object) -> FinishReason:
+    return "length" if value == "length" else "stop"
+
+
+def _stream_delta(data: str) -> str:
+    try:
+        chunk = json.loads(data)
+    except ValueError as error:
+        raise BackendResponseError(f"malformed stream chunk: {data[:200]!r}") from error
+    if isinstance(chunk, dict) and "error" in chunk:
+        raise BackendResponseError(f"server error in stream: {_error_message(chunk)}")
+    try:
+        return str(chunk["choices"][0].get("text") or "") if chunk["choices"] else ""
+    except (KeyError, IndexError, TypeError, AttributeError) as error:
+        raise BackendResponseError(f"malformed stream chunk: {data[:200]!r}") from error
+
+
+def _response_error(status: int, body: str) -> BackendResponseError:
+    try:
+        message = _error_message(json.loads(body))
+    except ValueError:
+        message = body[:500]
+    return BackendResponseError(f"completions server answered {status}: {message}", status_code=status)
+
+
+def _error_message(payload: object) -> str:
+    if isinstance(payload, dict):
+        error = payload.get("error", payload)
+        if isinstance(error, dict):
+            return str(error.get("message", error))
+        return str(error)
+    return str(payload)

@@ -1,0 +1,439 @@
+"""In-process generation with transformers: the CPU-friendly default backend.
+
+:class:`TransformersGenerator` implements
+:class:`aligner_proxy.generation.ChatGenerator`. Concurrent ``generate`` calls
+with equal :class:`GenerationParams` are merged by a
+:class:`~aligner_proxy.batching.MicroBatcher` into one left-padded
+``model.generate`` call; all model work runs on one worker thread (share it
+between models with ``executor=model_executor()``), so the event loop never
+blocks and a shared base model with a LoRA adapter can switch adapters safely.
+
+The tokenizer helpers at the top (chat rendering, token counting, truncation,
+special tokens, stop strings) are plain functions because the vLLM backend and
+the remote backend's optional local tokenizer use them too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import AsyncIterator, Callable, Hashable, Sequence
+from concurrent.futures import Executor
+from pathlib import Path
+from typing import Any, Literal
+
+from aligner_proxy.backends import BackendError
+from aligner_proxy.batching import MicroBatcher
+from aligner_proxy.generation import ChatMessage, FinishReason, Generation, GenerationParams
+from aligner_proxy.models import DEFAULT_CACHE_DIR, LoadedModel, ModelPool
+
+logger = logging.getLogger(__name__)
+
+# ---------------------------------------------------------------- tokenizer helpers
+
+
+def render_chat_template(tokenizer: Any, messages: Sequence[ChatMessage]) -> str:
+    """Render ``messages`` with the tokenizer's own chat template, ending with the assistant cue."""
+    if not getattr(tokenizer, "chat_template", None):
+        raise BackendError(f"the tokenizer of {tokenizer.name_or_path!r} has no chat template")
+    conversation = [{**m.extra, "role": m.role, "content": m.content} for m in messages]
+    rendered = tokenizer.apply_chat_template(conversation, tokenize=False, add_generation_prompt=True)
+    return str(rendered)
+
+
+def count_tokens(tokenizer: Any, text: str) -> int:
+    """Tokens in ``text`` alone, without the special tokens a tokenizer may add around it."""
+    return len(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+def truncate_tokens(tokenizer: Any, text: str, max_tokens: int, keep: Literal["head", "tail"] = "head") -> str:
+    """Cut ``text`` to at most ``max_tokens`` tokens, keeping its head or its tail.
+
+    Slices the original string at token offsets (fast tokenizers) rather than
+    decoding ids, so the kept part is byte-for-byte the caller's text.
+    """
+    if max_tokens <= 0:
+        return ""
+    if not getattr(tokenizer, "is_fast", False):
+        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+        kept = ids[:max_tokens] if keep == "head" else ids[-max_tokens:]
+        return text if len(ids) <= max_tokens else str(tokenizer.decode(kept))
+    offsets = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
+    if len(offsets) <= max_tokens:
+        return text
+    budget = max_tokens
+    while budget > 0:
+        cut = text[: offsets[budget - 1][1]] if keep == "head" else text[offsets[-budget][0] :]
+        # Re-tokenising a slice can merge differently at the cut; shrink until it fits.
+        if count_tokens(tokenizer, cut) <= max_tokens:
+            return cut
+        budget -= 1
+    return ""
+
+
+def special_token_strings(tokenizer: Any) -> list[str]:
+    """Every special-token string of the tokenizer, named or added (e.g. ``<|im_start|>``)."""
+    tokens = [str(t) for t in getattr(tokenizer, "all_special_tokens", [])]
+    for added in getattr(tokenizer, "added_tokens_decoder", {}).values():
+        if getattr(added, "special", False) and added.content not in tokens:
+            tokens.append(added.content)
+    return tokens
+
+
+def cut_at_stop(text: str, stop: Sequence[str]) -> tuple[str, bool]:
+    """``text`` up to the earliest stop string (excluded), and whether one was found."""
+    hits = [i for i in (text.find(s) for s in stop if s) if i >= 0]
+    return (text[: min(hits)], True) if hits else (text, False)
+
+
+class StopScanner:
+    """Apply stop strings to streamed text without ever emitting part of one.
+
+    Text that could be the beginning of a stop string is held back until the
+    next delta shows whether it is; :meth:`flush` releases it at the end.
+    """
+
+    def __init__(self, stop: Sequence[str]) -> None:
+        self._stop = [s for s in stop if s]
+        self._pending = ""
+        self.stopped = False
+
+    def feed(self, delta: str) -> str:
+        if self.stopped:
+            return ""
+        self._pending += delta
+        cut, found = cut_at_stop(self._pending, self._stop)
+        if found:
+            self.stopped, self._pending = True, ""
+            return cut
+        hold = max((k for s in self._stop for k in range(1, len(s)) if self._pending.endswith(s[:k])), default=0)
+        emit = self._pending[: len(self._pending) - hold]
+        self._pending = self._pending[len(emit) :]
+        return emit
+
+    def flush(self) -> str:
+        rest, self._pending = ("" if self.stopped else self._pending), ""
+        return rest
+
+
+# ---------------------------------------------------------------- streaming plumbing
+
+
+class _TokenStream:
+    """A ``generate(streamer=...)`` sink that posts text deltas to the event loop.
+
+    transformers' ``TextIteratorStreamer`` emits whole words and can emit a
+    U+FFFD for a UTF-8 character split across tokens; here the completion is
+    re-decoded each step and only its stable part is sent (trailing U+FFFD
+    held back), so the deltas always concatenate to the final decoded text.
+    """
+
+    def __init__(self, tokenizer: Any, post: Callable[[str | None], None]) -> None:
+        self._tokenizer = tokenizer
+        self._post = post
+        self._ids: list[int] = []
+        self._sent = 0
+        self._prompt_seen = False
+        self._closed = False
+
+    def put(self, value: Any) -> None:
+        if not self._prompt_seen:  # generate() first hands over the prompt
+            self._prompt_seen = True
+            return
+        self._ids.extend(int(t) for t in value.reshape(-1).tolist())
+        text = self._decode()
+        stable = len(text.rstrip("\ufffd"))
+        if stable > self._sent:
+            self._post(text[self._sent : stable])
+            self._sent = stable
+
+    def end(self) -> None:
+        text = self._decode()
+        if len(text) > self._sent:
+            self._post(text[self._sent :])
+            self._sent = len(text)
+        self.close()
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._post(None)
+
+    def _decode(self) -> str:
+        return str(self._tokenizer.decode(self._ids, skip_special_tokens=True))
+
+
+class _CancelCriterion:
+    """A stopping criterion that ends generation once ``event`` is set (the stream's consumer left)."""
+
+    def __init__(self, event: threading.Event) -> None:
+        self._event = event
+
+    def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+        import torch
+
+        return torch.full((input_ids.shape[0],), self._event.is_set(), dtype=torch.bool, device=input_ids.device)
+
+
+# ---------------------------------------------------------------- the generator
+
+
+class TransformersGenerator:
+    """A transformers causal LM as a micro-batched :class:`~aligner_proxy.generation.ChatGenerator`."""
+
+    def __init__(
+        self,
+        loaded: LoadedModel,
+        *,
+        model_id: str,
+        executor: Executor | None = None,
+        max_batch_size: int = 8,
+        batch_wait_ms: float = 5.0,
+    ) -> None:
+        self._loaded = loaded
+        self._tokenizer = loaded.tokenizer
+        self._model_id = model_id
+        self.max_batch_size = max_batch_size
+        # A lambda, not the bound method, so tests can wrap ``_run_batch`` on the instance.
+        self._batcher: MicroBatcher[str, Generation] = MicroBatcher(
+            lambda key, prompts: self._run_batch(key, prompts),
+            max_batch_size=max_batch_size,
+            max_wait_ms=batch_wait_ms,
+            executor=executor,
+            name=f"generate[{model_id}]",
+        )
+        self._prefix_ids = _added_prefix(self._tokenizer)
+        self._eos_ids = _eos_ids(loaded.base_model, self._tokenizer)
+        pad = self._tokenizer.pad_token_id
+        self._pad_id: int = pad if pad is not None else next(iter(sorted(self._eos_ids)), 0)
+        self._special_tokens = special_token_strings(self._tokenizer)
+
+    @classmethod
+    def load(
+        cls,
+        spec: str,
+        *,
+        cache_dir: Path = DEFAULT_CACHE_DIR,
+        dtype: str = "float32",
+        adapter: str | None = None,
+        pool: ModelPool | None = None,
+        executor: Executor | None = None,
+        max_batch_size: int = 8,
+        batch_wait_ms: float = 5.0,
+    ) -> TransformersGenerator:
+        """Load ``spec`` (path, alias or Hub id; see :func:`aligner_proxy.models.resolve_model`).
+
+        Pass the same ``pool`` for the upstream and the corrector so that a
+        shared base model is loaded once. ``model_id`` is the adapter spec when
+        one is given, else ``spec``.
+        """
+        pool = pool if pool is not None else ModelPool()
+        loaded = pool.get(spec, cache_dir=cache_dir, dtype=dtype, adapter=adapter)
+        return cls(
+            loaded,
+            model_id=adapter or spec,
+            executor=executor,
+            max_batch_size=max_batch_size,
+            batch_wait_ms=batch_wait_ms,
+        )
+
+    # -- TextGenerator
+
+    @property
+    def model_id(self) -> str:
+        return self._model_id
+
+    @property
+    def special_tokens(self) -> list[str]:
+        """The tokenizer's special-token strings, for neutralising them in untrusted text."""
+        return list(self._special_tokens)
+
+    async def generate(self, prompts: list[str], params: GenerationParams) -> list[Generation]:
+        return await self._batcher.submit(prompts, key=params)
+
+    def generate_batch(self, prompts: Sequence[str], params: GenerationParams) -> list[Generation]:
+        """Blocking generation for scripts; runs on the same worker thread as the async calls."""
+        return self._batcher.executor.submit(self._run_batch, params, list(prompts)).result()
+
+    async def stream(self, prompt: str, params: GenerationParams) -> AsyncIterator[str]:
+        """Yield text deltas as the model produces them, stop strings applied.
+
+        Closing the iterator early (the client went away) stops the generation
+        at its next token.
+        """
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[str | None] = asyncio.Queue()
+        cancel = threading.Event()
+
+        def post(item: str | None) -> None:
+            try:
+                loop.call_soon_threadsafe(queue.put_nowait, item)
+            except RuntimeError:  # the loop is closed: nobody is listening any more
+                cancel.set()
+
+        sink = _TokenStream(self._tokenizer, post)
+
+        def work() -> None:
+            try:
+                self._generate_now(params, [prompt], streamer=sink, cancel=cancel)
+            finally:
+                sink.close()
+
+        task = asyncio.ensure_future(self._batcher.run_alone(work))
+        scanner = StopScanner(params.stop)
+        awaited = False
+        try:
+            while (delta := await queue.get()) is not None:
+                text = scanner.feed(delta)
+                if text:
+                    yield text
+                if scanner.stopped:
+                    break
+            if not scanner.stopped:
+                rest = scanner.flush()
+                if rest:
+                    yield rest
+                awaited = True
+                await task  # re-raise a failure of the generation itself
+        finally:
+            cancel.set()
+            if not awaited:
+                task.add_done_callback(_log_stream_failure)
+
+    def count_tokens(self, text: str) -> int:
+        return count_tokens(self._tokenizer, text)
+
+    def truncate(self, text: str, max_tokens: int, keep: Literal["head", "tail"] = "head") -> str:
+        return truncate_tokens(self._tokenizer, text, max_tokens, keep)
+
+    def render_chat(self, messages: list[ChatMessage]) -> str:
+        return render_chat_template(self._tokenizer, messages)
+
+    async def aclose(self) -> None:
+        self._batcher.close()
+
+    # -- model work (worker thread)
+
+    def _run_batch(self, key: Hashable, prompts: list[str]) -> list[Generation]:
+        params = key
+        if not isinstance(params, GenerationParams):
+            raise TypeError(f"batch key must be GenerationParams, got {type(key).__name__}")
+        if params.seed is not None and params.temperature > 0:
+            # A seeded sample must not depend on which other prompts shared its batch.
+            return [g for prompt in prompts for g in self._generate_now(params, [prompt])]
+        outputs: list[Generation] = []
+        for start in range(0, len(prompts), self.max_batch_size):
+            outputs.extend(self._generate_now(params, prompts[start : start + self.max_batch_size]))
+        return outputs
+
+    def _generate_now(
+        self,
+        params: GenerationParams,
+        prompts: list[str],
+        *,
+        streamer: _TokenStream | None = None,
+        cancel: threading.Event | None = None,
+    ) -> list[Generation]:
+        import torch
+        from transformers import StoppingCriteriaList
+
+        encoded = [self._encode(p) for p in prompts]
+        width = max(len(ids) for ids in encoded)
+        input_ids = torch.full((len(encoded), width), self._pad_id, dtype=torch.long)
+        attention_mask = torch.zeros((len(encoded), width), dtype=torch.long)
+        for row, ids in enumerate(encoded):  # left padding: every prompt ends at the same column
+            input_ids[row, width - len(ids) :] = torch.tensor(ids, dtype=torch.long)
+            attention_mask[row, width - len(ids) :] = 1
+
+        kwargs: dict[str, Any] = {
+            "max_new_tokens": params.max_new_tokens,
+            "do_sample": params.temperature > 0,
+            "pad_token_id": self._pad_id,
+            "eos_token_id": sorted(self._eos_ids),
+        }
+        if params.temperature > 0:
+            kwargs.update(temperature=params.temperature, top_p=params.top_p, top_k=0)
+        if params.stop:
+            kwargs.update(stop_strings=list(params.stop), tokenizer=self._tokenizer)
+        criteria = StoppingCriteriaList([_CancelCriterion(cancel)] if cancel is not None else [])
+
+        started = time.perf_counter()
+        with torch.random.fork_rng(devices=[]), torch.inference_mode(), self._loaded.activate() as model:
+            if params.seed is not None:
+                torch.manual_seed(params.seed)
+            output = model.generate(
+                input_ids=input_ids,
+                attention_mask=attention_mask,
+                stopping_criteria=criteria,
+                streamer=streamer,
+                **kwargs,
+            )
+        new_tokens = output[:, width:].tolist()
+        logger.debug(
+            "%s: generated for %d prompt(s) of up to %d tokens in %.2f s",
+            self._model_id,
+            len(prompts),
+            width,
+            time.perf_counter() - started,
+        )
+        return [self._to_generation(ids, len(prompt), params) for ids, prompt in zip(new_tokens, encoded, strict=True)]
+
+    def _encode(self, text: str) -> list[int]:
+        ids: list[int] = list(self._tokenizer(text, add_special_tokens=False)["input_ids"])
+        prefix = self._prefix_ids
+        if prefix and ids[: len(prefix)] != prefix:
+            ids = prefix + ids  # e.g. Llama's <s>, unless the (chat-rendered) prompt already has it
+        if not ids:
+            raise BackendError("cannot generate from an empty prompt with a tokenizer that adds no BOS token")
+        return ids
+
+    def _to_generation(self, new_ids: list[int], prompt_tokens: int, params: GenerationParams) -> Generation:
+        completion: list[int] = []
+        hit_eos = False
+        for token in new_ids:
+            if token in self._eos_ids:
+                hit_eos = True
+                break
+            if token == self._pad_id:  # a row finished early (stop string, cancel) is padded
+                break
+            completion.append(token)
+        text = str(self._tokenizer.decode(completion, skip_special_tokens=True))
+        text, stopped = cut_at_stop(text, params.stop)
+        finish: FinishReason = "stop"
+        if not (stopped or hit_eos) and len(completion) >= params.max_new_tokens:
+            finish = "length"
+        return Generation(
+            text=text,
+            prompt_tokens=prompt_tokens,
+            completion_tokens=len(completion) + int(hit_eos),
+            finish_reason=finish,
+        )
+
+
+def _added_prefix(tokenizer: Any) -> list[int]:
+    """The ids the tokenizer puts before text by default (a BOS token, usually), found empirically."""
+    plain: list[int] = tokenizer("a", add_special_tokens=False)["input_ids"]
+    full: list[int] = tokenizer("a")["input_ids"]
+    for start in range(len(full) - len(plain) + 1):
+        if full[start : start + len(plain)] == plain:
+            return full[:start]
+    return []
+
+
+def _eos_ids(model: Any, tokenizer: Any) -> set[int]:
+    ids: set[int] = set()
+    configured = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    if isinstance(configured, int):
+        ids.add(configured)
+    elif configured:
+        ids.update(int(i) for i in configured)
+    if tokenizer.eos_token_id is not None:
+        ids.add(int(tokenizer.eos_token_id))
+    return ids
+
+
+def _log_stream_failure(task: asyncio.Future[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        logger.warning("streaming generation ended with an error after its consumer left", exc_info=task.exception())
