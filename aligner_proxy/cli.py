@@ -22,7 +22,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
 )
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)
 
 ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="YAML settings file (also ALIGNER_CONFIG)")]
 CorrectorOpt = Annotated[str | None, typer.Option(help="corrector model: path, hub id or 'smollm2'")]
