@@ -25,12 +25,14 @@ $(STAMP): pyproject.toml Makefile
 serve: $(STAMP)
 	$(VENV)/bin/aligner-proxy serve
 
-test: $(STAMP)
-	$(VENV)/bin/ruff check aligner_proxy training evals tests bench
+LINTED := aligner_proxy training evals tests bench
+
+test: lint
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check aligner_proxy training evals tests bench
+	$(VENV)/bin/ruff check $(LINTED)
+	$(VENV)/bin/ruff format --check $(LINTED)
 	$(VENV)/bin/mypy aligner_proxy
 
 clean-venv:

@@ -26,9 +26,11 @@ def test_embedded_upstream_chat_stream_and_completions() -> None:
         chunks = list(client.chat.completions.create(model=MODEL, messages=messages, stream=True))
         assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == CORRECTION
 
-        passthrough = list(client.chat.completions.create(
-            model=MODEL, messages=messages, stream=True, extra_body={"aligner": {"mode": "off"}}
-        ))
+        passthrough = list(
+            client.chat.completions.create(
+                model=MODEL, messages=messages, stream=True, extra_body={"aligner": {"mode": "off"}}
+            )
+        )
         assert "".join(c.choices[0].delta.content or "" for c in passthrough if c.choices) == HARMFUL_ANSWER
 
         text = client.completions.create(model=MODEL, prompt="bomb?", extra_body={"aligner": {"mode": "off"}})

@@ -12,8 +12,13 @@ from aligner_proxy.protocol import ChatCompletionRequest
 from aligner_proxy.upstream import OpenAIUpstream
 
 REQUEST = ChatCompletionRequest(model="m", messages=[{"role": "user", "content": "hi"}])  # type: ignore[list-item]
-OK = {"id": "x", "object": "chat.completion", "created": 1, "model": "m",
-      "choices": [{"index": 0, "message": {"role": "assistant", "content": "hello"}, "finish_reason": "stop"}]}
+OK = {
+    "id": "x",
+    "object": "chat.completion",
+    "created": 1,
+    "model": "m",
+    "choices": [{"index": 0, "message": {"role": "assistant", "content": "hello"}, "finish_reason": "stop"}],
+}
 
 
 def upstream(handler, retries: int = 2) -> OpenAIUpstream:  # type: ignore[no-untyped-def]
@@ -47,8 +52,17 @@ async def test_5xx_after_retries_is_502_and_4xx_is_relayed_without_retry() -> No
 
     def bad(request: httpx.Request) -> httpx.Response:
         calls.append(1)
-        return httpx.Response(400, json={"error": {"message": "bad temperature", "type": "invalid_request_error",
-                                                   "param": "temperature", "code": None}})
+        return httpx.Response(
+            400,
+            json={
+                "error": {
+                    "message": "bad temperature",
+                    "type": "invalid_request_error",
+                    "param": "temperature",
+                    "code": None,
+                }
+            },
+        )
 
     calls.clear()
     with pytest.raises(UpstreamError) as info:
@@ -73,8 +87,13 @@ async def test_connect_errors_and_timeouts() -> None:
 
 
 async def test_stream_parses_data_lines_and_stops_at_done() -> None:
-    chunk = {"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "m",
-             "choices": [{"index": 0, "delta": {"content": "hi"}, "finish_reason": None}]}
+    chunk = {
+        "id": "c",
+        "object": "chat.completion.chunk",
+        "created": 1,
+        "model": "m",
+        "choices": [{"index": 0, "delta": {"content": "hi"}, "finish_reason": None}],
+    }
     body = f": comment\n\ndata: {json.dumps(chunk)}\n\ndata: [DONE]\n\ndata: {json.dumps(chunk)}\n\n"
 
     def handler(request: httpx.Request) -> httpx.Response:
