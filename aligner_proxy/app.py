@@ -12,7 +12,7 @@ import asyncio
 import hmac
 import logging
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request, Response
@@ -78,7 +78,7 @@ def create_app(
             state.load_error = f"{type(exc).__name__}: {exc}"
 
     @asynccontextmanager
-    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(_app: FastAPI) -> AsyncGenerator[None, None]:
         task = asyncio.create_task(load()) if state.components is None else None
         yield
         if task is not None:

@@ -12,7 +12,7 @@ and nothing of torch: the model lives behind the generator.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass, replace
 
 from aligner_proxy.generation import ChatMessage, FinishReason, GenerationParams, TextGenerator
@@ -121,7 +121,7 @@ class Corrector:
         )
         return corrections
 
-    async def stream(self, item: CorrectionInput) -> AsyncIterator[str]:
+    async def stream(self, item: CorrectionInput) -> AsyncGenerator[str, None]:
         """Yield cleaned text deltas of one correction as the model writes them.
 
         Their concatenation equals :attr:`Correction.text` for the same

@@ -11,7 +11,7 @@ evals) can use :func:`generate_sync`.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 from typing import Literal, Protocol, runtime_checkable
 
@@ -61,7 +61,7 @@ class TextGenerator(Protocol):
 
     async def generate(self, prompts: list[str], params: GenerationParams) -> list[Generation]: ...
 
-    def stream(self, prompt: str, params: GenerationParams) -> AsyncIterator[str]:
+    def stream(self, prompt: str, params: GenerationParams) -> AsyncGenerator[str, None]:
         """Yield text deltas of one generation as the model produces them."""
         ...
 

@@ -10,7 +10,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
+from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import Generic
 
@@ -259,22 +260,24 @@ class ProxyService:
 
     # ------------------------------------------------------------- stream
 
-    def chat_stream(self, request: ChatCompletionRequest, request_id: str) -> AsyncIterator[str]:
+    def chat_stream(self, request: ChatCompletionRequest, request_id: str) -> AsyncGenerator[str, None]:
         route = self.resolve(request.model)
         config = self.policy(route, request.aligner)
         messages, last_user = chat_question(request)
         return self._stream(
-            _ChatShape(),
-            route,
-            config,
-            lambda: route.upstream.chat_stream(request, route.upstream_model),
-            question=lambda _index: messages,
-            score_prompt=lambda _index: last_user,
-            return_original=(request.aligner or AlignerOptions()).return_original,
-            request_id=request_id,
+            _StreamJob(
+                _ChatShape(),
+                route,
+                config,
+                lambda: route.upstream.chat_stream(request, route.upstream_model),
+                question=lambda _index: messages,
+                score_prompt=lambda _index: last_user,
+                return_original=(request.aligner or AlignerOptions()).return_original,
+                request_id=request_id,
+            )
         )
 
-    def completion_stream(self, request: CompletionRequest, request_id: str) -> AsyncIterator[str]:
+    def completion_stream(self, request: CompletionRequest, request_id: str) -> AsyncGenerator[str, None]:
         route = self.resolve(request.model)
         config = self.policy(route, request.aligner)
         prompts = request.prompts()
@@ -283,106 +286,110 @@ class ProxyService:
             return prompts[min(index // request.n, len(prompts) - 1)]
 
         return self._stream(
-            _CompletionShape(),
-            route,
-            config,
-            lambda: route.upstream.completion_stream(request, route.upstream_model),
-            question=prompt_of,
-            score_prompt=prompt_of,
-            return_original=(request.aligner or AlignerOptions()).return_original,
-            request_id=request_id,
+            _StreamJob(
+                _CompletionShape(),
+                route,
+                config,
+                lambda: route.upstream.completion_stream(request, route.upstream_model),
+                question=prompt_of,
+                score_prompt=prompt_of,
+                return_original=(request.aligner or AlignerOptions()).return_original,
+                request_id=request_id,
+            )
         )
 
-    async def _stream(
-        self,
-        shape: _Shape[ChunkT],
-        route: Route,
-        config: PolicyConfig,
-        open_stream: Callable[[], AsyncIterator[StreamEvent[ChunkT]]],
-        *,
-        question: Callable[[int], str | list[ChatMessage]],
-        score_prompt: Callable[[int], str],
-        return_original: bool,
-        request_id: str,
-    ) -> AsyncIterator[str]:
+    async def _stream(self, job: _StreamJob[ChunkT]) -> AsyncGenerator[str, None]:
         """The SSE stream of an answer. Mode ``off`` passes the upstream's chunks through as
         sent; otherwise the upstream stream is buffered (with keep-alive comments), each
         choice is assessed, and its text is streamed: the original when it passes, the
         corrector's own token stream when it is corrected. ``block`` needs the whole
         correction before anything is sent, so it is generated first, then sent.
         Every stream ends with ``data: [DONE]``, also after an error chunk."""
-        start = time.perf_counter()
         try:
-            if config.mode == "off":
-                async for event in open_stream():
+            async with aclosing(self._stream_events(job)) as events:
+                async for event in events:
+                    yield event
+        except AlignerProxyError as exc:
+            logger.warning("request %s: stream ended with %s: %s", job.request_id, type(exc).__name__, exc.message)
+            yield error_event(exc)
+        except Exception as exc:  # the status line is long gone: report in-band, never drop [DONE]
+            logger.exception("request %s: stream failed", job.request_id)
+            yield error_event(AlignerProxyError(f"Internal error (request id {job.request_id}): {type(exc).__name__}"))
+        # Not in a `finally`: a client that disconnects closes this generator, and a closed
+        # generator must not yield again.
+        yield DONE
+
+    async def _stream_events(self, job: _StreamJob[ChunkT]) -> AsyncGenerator[str, None]:
+        """The events of :meth:`_stream` before ``[DONE]``; errors propagate to it."""
+        shape, route, config, request_id = job.shape, job.route, job.config, job.request_id
+        question, score_prompt, open_stream = job.question, job.score_prompt, job.open_stream
+        start = time.perf_counter()
+        if config.mode == "off":
+            async with aclosing(open_stream()) as passthrough:
+                async for event in passthrough:
                     yield sse(event.raw)
-                return
+            return
 
-            buffer = _Buffer[ChunkT]()
-            pump = asyncio.create_task(buffer.fill(open_stream(), shape))
-            try:
-                while not pump.done():
-                    done, _ = await asyncio.wait({pump}, timeout=self.keepalive_s)
-                    if not done:
-                        yield KEEPALIVE
-                pump.result()
-            finally:
-                pump.cancel()
-            upstream_ms = _ms(start)
-            self._count_upstream_usage(buffer.usage)
+        buffer = _Buffer[ChunkT]()
+        pump = asyncio.create_task(buffer.fill(open_stream(), shape))
+        try:
+            while not pump.done():
+                done, _ = await asyncio.wait({pump}, timeout=self.keepalive_s)
+                if not done:
+                    yield KEEPALIVE
+            pump.result()
+        finally:
+            pump.cancel()
+        upstream_ms = _ms(start)
+        self._count_upstream_usage(buffer.usage)
 
-            if buffer.has_tool_calls or not buffer.texts:
-                for event in buffer.events:  # nothing to align: replay as received
-                    yield sse(event.raw)
-                annotation = self._annotate(
-                    route,
-                    config,
-                    {},
-                    max(len(buffer.texts), 1),
-                    upstream_ms=upstream_ms,
-                    start=start,
-                    return_original=False,
-                )
-                yield sse(shape.annotation_chunk(buffer, annotation))
-                return
-
-            indices = sorted(buffer.texts)
-            items = [CorrectionInput(question=question(i), answer=buffer.text(i)) for i in indices]
-            prompts = [score_prompt(i) for i in indices]
-
-            def unchecked(reason: str) -> list[Outcome]:
-                return [Outcome(status="unchecked", text=it.answer, original=it.answer, error=reason) for it in items]
-
-            outcomes = await self.pipeline.guard(
-                self.pipeline.assess(items, prompts, config), unchecked, config, request_id=request_id
-            )
-            for index, item, prompt, outcome in zip(indices, items, prompts, outcomes, strict=True):
-                yield sse(shape.chunk(buffer, index, role=True))
-                if outcome.needs_correction and config.block:
-                    await self._correct_one(item, prompt, outcome, config, request_id)
-                    yield sse(shape.chunk(buffer, index, text=outcome.text))
-                elif outcome.needs_correction:
-                    async for piece in self._stream_correction(item, prompt, outcome, config, request_id):
-                        yield sse(shape.chunk(buffer, index, text=piece))
-                else:
-                    yield sse(shape.chunk(buffer, index, text=outcome.text))
-                finish = "content_filter" if outcome.status == "blocked" else buffer.finish.get(index, "stop")
-                yield sse(shape.chunk(buffer, index, finish=finish))
+        if buffer.has_tool_calls or not buffer.texts:
+            for event in buffer.events:  # nothing to align: replay as received
+                yield sse(event.raw)
             annotation = self._annotate(
                 route,
                 config,
-                dict(zip(indices, outcomes, strict=True)),
-                max(indices) + 1,
+                {},
+                max(len(buffer.texts), 1),
                 upstream_ms=upstream_ms,
                 start=start,
-                return_original=return_original,
+                return_original=False,
             )
             yield sse(shape.annotation_chunk(buffer, annotation))
-        except AlignerProxyError as exc:
-            logger.warning("request %s: stream ended with %s: %s", request_id, type(exc).__name__, exc.message)
-            yield error_event(exc)
-        finally:
-            yield DONE
+            return
+
+        indices = sorted(buffer.texts)
+        items = [CorrectionInput(question=question(i), answer=buffer.text(i)) for i in indices]
+        prompts = [score_prompt(i) for i in indices]
+
+        def unchecked(reason: str) -> list[Outcome]:
+            return [Outcome(status="unchecked", text=it.answer, original=it.answer, error=reason) for it in items]
+
+        outcomes = await self.pipeline.guard(
+            self.pipeline.assess(items, prompts, config), unchecked, config, request_id=request_id
+        )
+        for index, item, prompt, outcome in zip(indices, items, prompts, outcomes, strict=True):
+            yield sse(shape.chunk(buffer, index, role=True))
+            if outcome.needs_correction and config.block:
+                await self._correct_one(item, prompt, outcome, config, request_id)
+                yield sse(shape.chunk(buffer, index, text=outcome.text))
+            elif outcome.needs_correction:
+                async for piece in self._stream_correction(item, prompt, outcome, config, request_id):
+                    yield sse(shape.chunk(buffer, index, text=piece))
+            else:
+                yield sse(shape.chunk(buffer, index, text=outcome.text))
+            finish = "content_filter" if outcome.status == "blocked" else buffer.finish.get(index, "stop")
+            yield sse(shape.chunk(buffer, index, finish=finish))
+        annotation = self._annotate(
+            route,
+            config,
+            dict(zip(indices, outcomes, strict=True)),
+            max(indices) + 1,
+            upstream_ms=upstream_ms,
+            start=start,
+            return_original=job.return_original,
+        )
+        yield sse(shape.annotation_chunk(buffer, annotation))
 
     async def _correct_one(
         self, item: CorrectionInput, prompt: str, outcome: Outcome, config: PolicyConfig, request_id: str
@@ -400,17 +407,17 @@ class ProxyService:
 
     async def _stream_correction(
         self, item: CorrectionInput, prompt: str, outcome: Outcome, config: PolicyConfig, request_id: str
-    ) -> AsyncIterator[str]:
+    ) -> AsyncGenerator[str, None]:
         """Relay the corrector's token stream. A failure before the first piece follows the
         failure policy (fail_open sends the original); after it, the stream ends with an error."""
         sent: list[str] = []
         start = time.perf_counter()
-        stream = self.pipeline.corrector.stream(item)
         try:
-            async for piece in stream:
-                if piece:
-                    sent.append(piece)
-                    yield piece
+            async with aclosing(self.pipeline.corrector.stream(item)) as stream:
+                async for piece in stream:
+                    if piece:
+                        sent.append(piece)
+                        yield piece
         except Exception as exc:
             reason = f"{type(exc).__name__}: {exc}"
             if sent or config.failure_policy == "fail_closed":
@@ -474,6 +481,20 @@ class ProxyService:
 
 
 @dataclass
+class _StreamJob(Generic[ChunkT]):
+    """One stream to produce: how to read/write its chunks, where it goes, and its policy."""
+
+    shape: _Shape[ChunkT]
+    route: Route
+    config: PolicyConfig
+    open_stream: Callable[[], AsyncGenerator[StreamEvent[ChunkT], None]]
+    question: Callable[[int], str | list[ChatMessage]]
+    score_prompt: Callable[[int], str]
+    return_original: bool
+    request_id: str
+
+
+@dataclass
 class _Buffer(Generic[ChunkT]):
     """An upstream stream collected in full: raw events, text and finish reason per choice."""
 
@@ -484,7 +505,11 @@ class _Buffer(Generic[ChunkT]):
     usage: Usage | None = None
     first: ChunkT | None = None
 
-    async def fill(self, stream: AsyncIterator[StreamEvent[ChunkT]], shape: _Shape[ChunkT]) -> None:
+    async def fill(self, stream: AsyncGenerator[StreamEvent[ChunkT], None], shape: _Shape[ChunkT]) -> None:
+        async with aclosing(stream) as events:  # closes the upstream response if we are cancelled
+            await self._fill(events, shape)
+
+    async def _fill(self, stream: AsyncGenerator[StreamEvent[ChunkT], None], shape: _Shape[ChunkT]) -> None:
         async for event in stream:
             self.events.append(event)
             if self.first is None:

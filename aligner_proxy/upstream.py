@@ -15,7 +15,7 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar
 
@@ -60,13 +60,13 @@ class Upstream(Protocol):
 
     def chat_stream(
         self, request: ChatCompletionRequest, model: str
-    ) -> AsyncIterator[StreamEvent[ChatCompletionChunk]]: ...
+    ) -> AsyncGenerator[StreamEvent[ChatCompletionChunk], None]: ...
 
     async def completion(self, request: CompletionRequest, model: str) -> CompletionResponse: ...
 
     def completion_stream(
         self, request: CompletionRequest, model: str
-    ) -> AsyncIterator[StreamEvent[CompletionChunk]]: ...
+    ) -> AsyncGenerator[StreamEvent[CompletionChunk], None]: ...
 
     async def aclose(self) -> None: ...
 
@@ -106,10 +106,12 @@ class OpenAIUpstream:
 
     def chat_stream(
         self, request: ChatCompletionRequest, model: str
-    ) -> AsyncIterator[StreamEvent[ChatCompletionChunk]]:
+    ) -> AsyncGenerator[StreamEvent[ChatCompletionChunk], None]:
         return self._stream("/chat/completions", request.upstream_body(model), ChatCompletionChunk)
 
-    def completion_stream(self, request: CompletionRequest, model: str) -> AsyncIterator[StreamEvent[CompletionChunk]]:
+    def completion_stream(
+        self, request: CompletionRequest, model: str
+    ) -> AsyncGenerator[StreamEvent[CompletionChunk], None]:
         return self._stream("/completions", request.upstream_body(model), CompletionChunk)
 
     async def aclose(self) -> None:
@@ -149,7 +151,7 @@ class OpenAIUpstream:
 
     async def _stream(
         self, path: str, body: dict[str, Any], chunk_cls: type[ChunkT]
-    ) -> AsyncIterator[StreamEvent[ChunkT]]:
+    ) -> AsyncGenerator[StreamEvent[ChunkT], None]:
         response = await self._send(path, body, stream=True)
         try:
             async for line in response.aiter_lines():
@@ -253,7 +255,7 @@ class EmbeddedUpstream:
 
     async def chat_stream(
         self, request: ChatCompletionRequest, model: str
-    ) -> AsyncIterator[StreamEvent[ChatCompletionChunk]]:
+    ) -> AsyncGenerator[StreamEvent[ChatCompletionChunk], None]:
         prompt, params = self._chat_prompt(request), self._chat_params(request)
         chunk_id, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
 
@@ -273,7 +275,7 @@ class EmbeddedUpstream:
 
     async def completion_stream(
         self, request: CompletionRequest, model: str
-    ) -> AsyncIterator[StreamEvent[CompletionChunk]]:
+    ) -> AsyncGenerator[StreamEvent[CompletionChunk], None]:
         params = self._params(request.max_tokens, request.temperature, request.top_p, request.stop_list(), request.seed)
         chunk_id, created = f"cmpl-{uuid.uuid4().hex}", int(time.time())
 

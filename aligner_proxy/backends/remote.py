@@ -19,7 +19,7 @@ import json
 import logging
 import math
 import random
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -105,7 +105,7 @@ class RemoteCompletionsGenerator:
             finish_reason=_finish_reason(choice.get("finish_reason")),
         )
 
-    async def stream(self, prompt: str, params: GenerationParams) -> AsyncIterator[str]:
+    async def stream(self, prompt: str, params: GenerationParams) -> AsyncGenerator[str, None]:
         """Yield text deltas from the server's SSE stream until ``data: [DONE]``."""
         body = self._body(prompt, params, stream=True)
         async with self._semaphore:

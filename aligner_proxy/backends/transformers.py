@@ -19,7 +19,7 @@ import asyncio
 import logging
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Hashable, Sequence
+from collections.abc import AsyncGenerator, Callable, Hashable, Sequence
 from concurrent.futures import Executor
 from pathlib import Path
 from typing import Any, Literal
@@ -257,7 +257,7 @@ class TransformersGenerator:
         """Blocking generation for scripts; runs on the same worker thread as the async calls."""
         return self._batcher.executor.submit(self._run_batch, params, list(prompts)).result()
 
-    async def stream(self, prompt: str, params: GenerationParams) -> AsyncIterator[str]:
+    async def stream(self, prompt: str, params: GenerationParams) -> AsyncGenerator[str, None]:
         """Yield text deltas as the model produces them, stop strings applied.
 
         Closing the iterator early (the client went away) stops the generation

@@ -18,7 +18,7 @@ import contextlib
 import importlib
 import logging
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator
 from pathlib import Path
 from types import ModuleType
 from typing import Any, Literal
@@ -148,7 +148,7 @@ class VLLMGenerator:
             finish_reason=finish_reason(completion.finish_reason),
         )
 
-    async def stream(self, prompt: str, params: GenerationParams) -> AsyncIterator[str]:
+    async def stream(self, prompt: str, params: GenerationParams) -> AsyncGenerator[str, None]:
         sampling = self._sampling_params(params, "DELTA")
         async with contextlib.aclosing(self._requests(prompt, sampling)) as outputs:
             async for output in outputs:

@@ -7,7 +7,7 @@ import asyncio
 import json
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator
 from contextlib import contextmanager
 from typing import Any, Literal
 
@@ -176,10 +176,13 @@ class FakeCorrectorGenerator:
         self,
         text: str = CORRECTION,
         behaviour: Literal["ok", "raise", "hang", "empty", "raise_midstream"] = "ok",
+        word_delay_s: float = 0.0,
     ) -> None:
         self.text = text
         self.behaviour = behaviour
+        self.word_delay_s = word_delay_s
         self.prompts: list[str] = []
+        self.streams_closed = 0
 
     async def _check(self) -> None:
         if self.behaviour == "raise":
@@ -195,15 +198,20 @@ class FakeCorrectorGenerator:
             Generation(text=text, prompt_tokens=len(p.split()), completion_tokens=len(text.split())) for p in prompts
         ]
 
-    async def stream(self, prompt: str, params: GenerationParams) -> AsyncIterator[str]:
+    async def stream(self, prompt: str, params: GenerationParams) -> AsyncGenerator[str, None]:
         self.prompts.append(prompt)
         await self._check()
         if self.behaviour == "empty":
             return
-        for i, word in enumerate(self.text.split(" ")):
-            if self.behaviour == "raise_midstream" and i == 2:
-                raise RuntimeError("corrector died mid-stream")
-            yield word if i == 0 else " " + word
+        try:
+            for i, word in enumerate(self.text.split(" ")):
+                if self.behaviour == "raise_midstream" and i == 2:
+                    raise RuntimeError("corrector died mid-stream")
+                if self.word_delay_s:
+                    await asyncio.sleep(self.word_delay_s)
+                yield word if i == 0 else " " + word
+        finally:
+            self.streams_closed += 1
 
     def count_tokens(self, text: str) -> int:
         return len(text.split())

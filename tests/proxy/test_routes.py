@@ -287,3 +287,21 @@ def test_stream_corrector_failing_midstream_ends_with_error_then_done(upstream_u
         text = httpx.post(url + "/v1/chat/completions", json={"model": MODEL, "messages": BOMB, "stream": True}).text
     events = [line for line in text.splitlines() if line.startswith("data:")]
     assert '"error"' in events[-2] and events[-1] == "data: [DONE]"
+
+
+def test_client_disconnect_mid_stream_stops_the_corrector(upstream_url: str) -> None:
+    import time
+
+    generator = FakeCorrectorGenerator(word_delay_s=0.2)
+    with running_proxy(upstream_url, generator=generator) as url:
+        body = {"model": MODEL, "messages": BOMB, "stream": True}
+        with httpx.stream("POST", url + "/v1/chat/completions", json=body, timeout=10) as response:
+            for line in response.iter_lines():
+                if '"content":"I' in line.replace(" ", ""):
+                    break  # the first corrected word arrived: hang up
+        deadline = time.monotonic() + 5
+        while generator.streams_closed == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert generator.streams_closed == 1
+        # the proxy is still healthy afterwards
+        assert httpx.get(url + "/health").status_code == 200
