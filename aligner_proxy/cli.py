@@ -108,60 +108,150 @@ def _field(row: dict[str, Any], name: str, path: Path, number: int) -> str:
     return value
 
 
+def _default(name: str) -> Any:
+    """A :class:`BatchConfig` field's default, so the CLI and the Python API cannot drift apart."""
+    from dataclasses import MISSING, fields
+
+    from aligner_proxy.batch.config import BatchConfig
+
+    found = next(f for f in fields(BatchConfig) if f.name == name)
+    return None if found.default is MISSING else found.default
+
+
+def _batch_help(name: str) -> str:
+    from aligner_proxy.batch.config import help_text
+
+    return help_text(name)
+
+
 @app.command()
 def correct(
-    input_path: Annotated[Path, typer.Option("--in", exists=True, dir_okay=False, help="JSONL with question/answer")],
-    output_path: Annotated[Path, typer.Option("--out", help="JSONL written with correction and costs")],
+    input_path: Annotated[str, typer.Option("--in", help=_batch_help("input_path"))],
+    output_path: Annotated[str, typer.Option("--out", help=_batch_help("output_path"))],
     config: ConfigOpt = None,
-    question_field: str = "question",
-    answer_field: str = "answer",
-    mode: Annotated[str, typer.Option(help="always | gated")] = "always",
-    threshold: float = 0.0,
-    batch_size: int = 8,
+    parquet_out: Annotated[str | None, typer.Option(help=_batch_help("parquet_path"))] = None,
+    split: Annotated[str, typer.Option(help=_batch_help("split"))] = _default("split"),
+    question_field: Annotated[str, typer.Option(help=_batch_help("question_field"))] = _default("question_field"),
+    answer_field: Annotated[str, typer.Option(help=_batch_help("answer_field"))] = _default("answer_field"),
+    messages_field: Annotated[str, typer.Option(help=_batch_help("messages_field"))] = _default("messages_field"),
+    id_field: Annotated[str | None, typer.Option(help=_batch_help("id_field"))] = None,
+    mode: Annotated[str, typer.Option(help=_batch_help("mode"))] = _default("mode"),
+    threshold: Annotated[float, typer.Option(help=_batch_help("threshold"))] = _default("threshold"),
+    limit: Annotated[int | None, typer.Option(help=_batch_help("limit"))] = None,
+    batch_size: Annotated[int, typer.Option(help=_batch_help("batch_size"))] = _default("batch_size"),
+    concurrency: Annotated[int, typer.Option(help=_batch_help("concurrency"))] = _default("concurrency"),
+    backend: Annotated[str, typer.Option(help=_batch_help("backend"))] = _default("backend"),
+    url: Annotated[str | None, typer.Option(help=_batch_help("url"))] = None,
+    remote_model: Annotated[str | None, typer.Option(help=_batch_help("remote_model"))] = None,
+    api_key: Annotated[
+        str | None, typer.Option(envvar="ALIGNER_BATCH_API_KEY", help=_batch_help("api_key"), show_default=False)
+    ] = None,
+    max_new_tokens: Annotated[int | None, typer.Option(help=_batch_help("max_new_tokens"))] = None,
+    temperature: Annotated[float, typer.Option(help=_batch_help("temperature"))] = _default("temperature"),
+    seed: Annotated[int | None, typer.Option(help=_batch_help("seed"))] = _default("seed"),
+    retry_failed: Annotated[bool, typer.Option(help=_batch_help("retry_failed"))] = _default("retry_failed"),
+    fsync: Annotated[bool, typer.Option(help=_batch_help("fsync"))] = _default("fsync"),
     corrector: CorrectorOpt = None,
     corrector_adapter: AdapterOpt = None,
     scorer: ScorerOpt = None,
+    log_level: Annotated[str, typer.Option(help="debug, info, warning")] = "warning",
 ) -> None:
-    """Correct every (question, answer) row of a JSONL file with the in-process core."""
-    from aligner_proxy.corrector import CorrectionInput
-    from aligner_proxy.policy import PolicyConfig
-    from aligner_proxy.runtime import load_pipeline
+    """Correct every row of a file (resumable: re-run the same command to finish an interrupted run)."""
+    from aligner_proxy.backends import BackendError
+    from aligner_proxy.batch import BatchConfig, OutputLockedError, acorrect_file
+    from aligner_proxy.models import ModelNotFoundError
 
-    if mode not in ("always", "gated"):
-        console.print("[red]error:[/red] --mode must be 'always' or 'gated'")
-        raise typer.Exit(2)
-    rows = _read_jsonl(input_path)
-    items = [
-        CorrectionInput(
-            question=_field(r, question_field, input_path, i), answer=_field(r, answer_field, input_path, i)
+    _log_to_console(log_level)
+    try:
+        batch = BatchConfig(
+            input_path=input_path,
+            output_path=output_path,
+            parquet_path=parquet_out,
+            split=split,
+            question_field=question_field,
+            answer_field=answer_field,
+            messages_field=messages_field,
+            id_field=id_field,
+            mode=mode,  # type: ignore[arg-type]  # validated by BatchConfig
+            threshold=threshold,
+            limit=limit,
+            batch_size=batch_size,
+            concurrency=concurrency,
+            backend=backend,  # type: ignore[arg-type]
+            url=url,
+            remote_model=remote_model,
+            api_key=api_key,
+            max_new_tokens=max_new_tokens,
+            temperature=temperature,
+            seed=seed,
+            retry_failed=retry_failed,
+            fsync=fsync,
         )
-        for i, r in enumerate(rows, 1)
-    ]
+    except ValueError as exc:
+        console.print(f"[red]error:[/red] {exc} (see --mode / --backend / --url)")
+        raise typer.Exit(2) from None
     settings = _settings(config, corrector_model=corrector, corrector_adapter=corrector_adapter, scorer=scorer)
-    pipeline = load_pipeline(settings)
-    policy = PolicyConfig(mode=mode, threshold=threshold, failure_policy="fail_closed")  # type: ignore[arg-type]
+    progress, on_progress = _progress_bar()
+    try:
+        with progress:
+            stats = asyncio.run(acorrect_file(batch, settings=settings, progress=on_progress))
+    except (FileNotFoundError, ModelNotFoundError, OutputLockedError) as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+    except (ValueError, BackendError, RuntimeError) as exc:
+        console.print(f"[red]error:[/red] {type(exc).__name__}: {exc}")
+        raise typer.Exit(1) from None
+    except KeyboardInterrupt:
+        console.print(f"[yellow]interrupted[/yellow]: re-run the same command to finish {output_path}")
+        raise typer.Exit(130) from None
+    rate = stats.processed / stats.elapsed_s if stats.elapsed_s > 0 else 0.0
+    colour = "yellow" if stats.failed else "green"
+    console.print(
+        f"[{colour}]done {stats.done}, skipped {stats.skipped}, failed {stats.failed}[/{colour}]"
+        + (f", duplicate ids {stats.duplicates}" if stats.duplicates else "")
+        + f" in {stats.elapsed_s:.1f} s ({rate:.2f} rows/s) -> {output_path}"
+        + (f" and {parquet_out}" if parquet_out else "")
+    )
 
-    async def run() -> None:
-        with output_path.open("w", encoding="utf-8") as out:
-            for start in range(0, len(items), batch_size):
-                batch = items[start : start + batch_size]
-                outcomes = await pipeline.align(batch, policy)
-                for row, outcome in zip(rows[start : start + batch_size], outcomes, strict=True):
-                    record = {
-                        **row,
-                        "correction": outcome.text,
-                        "status": outcome.status,
-                        "cost_before": outcome.cost_before,
-                        "cost_after": outcome.cost_after,
-                        "corrector": pipeline.corrector.model_id,
-                        "scorer": pipeline.scorer.model_id,
-                    }
-                    out.write(json.dumps(record, ensure_ascii=False) + "\n")
-                out.flush()
-                console.print(f"{min(start + batch_size, len(items))}/{len(items)} rows")
-        await pipeline.aclose()
 
-    asyncio.run(run())
+def _log_to_console(level: str) -> None:
+    """Route library logs through rich so they print above the progress bar instead of through it."""
+    from rich.logging import RichHandler
+
+    handler = RichHandler(console=console, show_path=False, show_time=False)
+    logging.basicConfig(level=level.upper(), format="%(name)s: %(message)s", handlers=[handler], force=True)
+
+
+def _progress_bar() -> tuple[Any, Any]:
+    """A rich progress bar (rows, rows/s, tokens/s, ETA) and the callback that feeds it from RunStats."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    progress = Progress(
+        TextColumn("[bold]correcting[/bold]"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[rows_s]:.2f} rows/s"),
+        TextColumn("{task.fields[tokens_s]:.1f} tok/s"),
+        TextColumn("{task.fields[failed]} failed"),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+        console=console,
+        transient=False,
+    )
+    task = progress.add_task("correct", total=None, rows_s=0.0, tokens_s=0.0, failed=0)
+
+    def update(stats: Any) -> None:
+        elapsed = max(stats.elapsed_s, 1e-9)
+        progress.update(
+            task,
+            total=stats.total,
+            completed=stats.processed,
+            rows_s=stats.processed / elapsed,
+            tokens_s=stats.tokens / elapsed,
+            failed=stats.failed,
+        )
+
+    return progress, update
 
 
 @app.command()

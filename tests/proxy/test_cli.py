@@ -18,34 +18,50 @@ def write_jsonl(path: Path, rows: list[dict[str, object]]) -> Path:
 
 
 def test_correct_and_score_write_every_row(tiny_lm_dir: Path, tiny_classifier_dir: Path, tmp_path: Path) -> None:
-    rows = [{"id": i, "q": f"question {i}?", "a": f"answer {i}."} for i in range(3)]
-    source = write_jsonl(tmp_path / "in.jsonl", rows)
-    out = tmp_path / "out.jsonl"
+    rows: list[dict[str, object]] = [{"id": i, "q": f"question {i}?", "a": f"answer {i}."} for i in range(3)]
+    source = write_jsonl(tmp_path / "in.jsonl", [*rows, {"id": 3, "q": "no answer"}])
     env = {"ALIGNER_CACHE_DIR": str(tmp_path), "ALIGNER_CORRECTOR_MAX_NEW_TOKENS": "6"}
-    result = runner.invoke(
-        app,
-        [
-            "correct",
-            "--in",
-            str(source),
-            "--out",
-            str(out),
-            "--question-field",
-            "q",
-            "--answer-field",
-            "a",
-            "--corrector",
-            str(tiny_lm_dir),
-            "--scorer",
-            str(tiny_classifier_dir),
-        ],
-        env=env,
-    )
-    assert result.exit_code == 0, result.output
+
+    def correct(out: Path) -> str:
+        result = runner.invoke(
+            app,
+            [
+                "correct",
+                "--in",
+                str(source),
+                "--out",
+                str(out),
+                "--question-field",
+                "q",
+                "--answer-field",
+                "a",
+                "--id-field",
+                "id",
+                "--corrector",
+                str(tiny_lm_dir),
+                "--scorer",
+                str(tiny_classifier_dir),
+            ],
+            env=env,
+        )
+        assert result.exit_code == 0, result.output
+        return result.output
+
+    out = tmp_path / "out.jsonl"
+    assert "done 3, skipped 0, failed 1" in correct(out)
     written = [json.loads(line) for line in out.read_text().splitlines()]
-    assert [r["id"] for r in written] == [0, 1, 2]
-    assert all(r["status"] in {"modified", "passed"} and isinstance(r["cost_before"], float) for r in written)
-    assert all(r["corrector"] == str(tiny_lm_dir) for r in written)
+    assert [r["id"] for r in written] == [0, 1, 2, 3] and [r["row_id"] for r in written] == ["0", "1", "2", "3"]
+    good = written[:3]
+    assert all(r["status"] in {"modified", "passed"} and isinstance(r["cost_before"], float) for r in good)
+    assert all(r["corrector"] == str(tiny_lm_dir) and r["error"] is None for r in good)
+    assert written[3]["status"] == "failed" and "'a' missing" in written[3]["error"]
+
+    before = out.read_bytes()
+    assert "done 0, skipped 4, failed 0" in correct(out)  # a re-run finds everything done
+    assert out.read_bytes() == before
+    twin = tmp_path / "twin.jsonl"
+    correct(twin)
+    assert twin.read_bytes() == before  # greedy decoding: the same command writes the same bytes
 
     scored = tmp_path / "scored.jsonl"
     result = runner.invoke(
@@ -53,7 +69,7 @@ def test_correct_and_score_write_every_row(tiny_lm_dir: Path, tiny_classifier_di
         [
             "score",
             "--in",
-            str(source),
+            str(write_jsonl(tmp_path / "score.jsonl", rows)),
             "--out",
             str(scored),
             "--prompt-field",

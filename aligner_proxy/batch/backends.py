@@ -1,0 +1,261 @@
+"""Where a batch run's corrections come from: the core in process, a running proxy, or any completions server.
+
+Every backend has the shape of :meth:`AlignmentPipeline.align
+<aligner_proxy.policy.AlignmentPipeline.align>` — items and a
+:class:`~aligner_proxy.policy.PolicyConfig` in, one
+:class:`~aligner_proxy.policy.Outcome` per item out — so the correction job
+does not care which one it talks to:
+
+- :class:`PipelineBackend` wraps the core itself: ``local`` (what the settings
+  name, transformers by default), ``vllm`` (in-process vLLM), or ``openai``
+  (the core with its corrector behind any OpenAI-compatible ``/v1/completions``
+  server, e.g. ``vllm serve aligner/aligner-7b-v1.0``; scoring stays local);
+- :class:`ProxyBackend` posts to a running aligner-proxy's
+  ``POST /v1/aligner/correct``, which scores and corrects on the server.
+
+Remote calls go through one ``httpx.AsyncClient`` with a semaphore, so at most
+``concurrency`` requests are in flight.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+import httpx
+
+from aligner_proxy.backends import BackendConnectionError, BackendResponseError
+from aligner_proxy.corrector import CorrectionInput
+from aligner_proxy.policy import AlignmentPipeline, Outcome, PolicyConfig
+
+if TYPE_CHECKING:
+    from aligner_proxy.batch.config import BatchConfig
+    from aligner_proxy.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+MAX_ITEMS_PER_REQUEST = 64
+"""The proxy's ``CorrectRequest`` limit."""
+
+_RETRYABLE_STATUS = frozenset({408, 429, 500, 502, 503, 504})
+
+
+@runtime_checkable
+class CorrectionBackend(Protocol):
+    """Anything that applies the alignment policy to a list of items."""
+
+    @property
+    def corrector_id(self) -> str: ...
+
+    @property
+    def scorer_id(self) -> str: ...
+
+    async def align(self, items: list[CorrectionInput], config: PolicyConfig) -> list[Outcome]: ...
+
+    async def aclose(self) -> None: ...
+
+
+class PipelineBackend:
+    """The core :class:`AlignmentPipeline` as a batch backend."""
+
+    def __init__(self, pipeline: AlignmentPipeline) -> None:
+        self.pipeline = pipeline
+
+    @property
+    def corrector_id(self) -> str:
+        return self.pipeline.corrector.model_id
+
+    @property
+    def scorer_id(self) -> str:
+        return self.pipeline.scorer.model_id
+
+    async def align(self, items: list[CorrectionInput], config: PolicyConfig) -> list[Outcome]:
+        return await self.pipeline.align(items, config)
+
+    async def aclose(self) -> None:
+        await self.pipeline.aclose()
+
+
+class ProxyBackend:
+    """A running aligner-proxy's ``/v1/aligner/correct`` as a batch backend.
+
+    ``base_url`` ends with ``/v1`` as in the OpenAI SDK. Items are sent in
+    requests of at most :data:`MAX_ITEMS_PER_REQUEST`; connect errors, 429 and
+    5xx are retried with exponential backoff. The server picks the corrector,
+    the scorer and the decoding (greedy by default); their ids are read from
+    each response. Token counts per item are the response's total shared out
+    evenly: good for a tokens/s figure, not for per-row accounting.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        api_key: str | None = None,
+        concurrency: int = 4,
+        timeout_s: float = 300.0,
+        connect_timeout_s: float = 5.0,
+        max_retries: int = 2,
+        backoff_s: float = 0.5,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self._client = httpx.AsyncClient(
+            base_url=base_url.rstrip("/") + "/",
+            headers=headers,
+            timeout=httpx.Timeout(timeout_s, connect=connect_timeout_s),
+            limits=httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency),
+            transport=transport,
+        )
+        self._semaphore = asyncio.Semaphore(concurrency)
+        self.max_retries = max_retries
+        self.backoff_s = backoff_s
+        self._corrector_id = "unknown"
+        self._scorer_id = "unknown"
+
+    def __repr__(self) -> str:
+        return f"ProxyBackend(base_url={str(self._client.base_url)!r})"
+
+    @property
+    def corrector_id(self) -> str:
+        return self._corrector_id
+
+    @property
+    def scorer_id(self) -> str:
+        return self._scorer_id
+
+    async def align(self, items: list[CorrectionInput], config: PolicyConfig) -> list[Outcome]:
+        chunks = [items[i : i + MAX_ITEMS_PER_REQUEST] for i in range(0, len(items), MAX_ITEMS_PER_REQUEST)]
+        results = await asyncio.gather(*(self._correct(chunk, config) for chunk in chunks))
+        return [outcome for chunk in results for outcome in chunk]
+
+    async def _correct(self, items: list[CorrectionInput], config: PolicyConfig) -> list[Outcome]:
+        from aligner_proxy.protocol import CorrectResponse
+
+        body = {
+            "items": [{"question": _question_json(item.question), "answer": item.answer} for item in items],
+            "mode": config.mode,
+            "threshold": config.threshold,
+        }
+        async with self._semaphore:
+            response = await self._send(body)
+        if response.status_code != 200:
+            raise BackendResponseError(
+                f"proxy answered {response.status_code}: {_error_message(response)}", status_code=response.status_code
+            )
+        try:
+            parsed = CorrectResponse.model_validate_json(response.content)
+        except ValueError as exc:
+            raise BackendResponseError(f"malformed /aligner/correct response: {exc}") from exc
+        if len(parsed.items) != len(items):
+            raise BackendResponseError(f"proxy returned {len(parsed.items)} items for {len(items)}")
+        self._corrector_id, self._scorer_id = parsed.corrector, parsed.scorer
+        usage = parsed.corrector_usage
+        share = _even_shares(usage.completion_tokens, len(items))
+        prompt_share = _even_shares(usage.prompt_tokens, len(items))
+        return [
+            Outcome(
+                status=result.status,
+                text=result.correction,
+                original=item.answer,
+                cost_before=result.cost_before,
+                cost_after=result.cost_after,
+                corrected=result.status == "modified",
+                corrector_prompt_tokens=prompt_tokens,
+                corrector_completion_tokens=completion_tokens,
+            )
+            for item, result, prompt_tokens, completion_tokens in zip(
+                items, parsed.items, prompt_share, share, strict=True
+            )
+        ]
+
+    async def _send(self, body: dict[str, Any]) -> httpx.Response:
+        url = str(self._client.base_url.join("aligner/correct"))
+        for attempt in range(self.max_retries + 1):
+            last = attempt == self.max_retries
+            try:
+                response = await self._client.post("aligner/correct", json=body)
+            except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
+                if last:
+                    raise BackendConnectionError(f"cannot reach {url}: {exc!r}") from exc
+                logger.warning("%s unreachable (%r); retry %d/%d", url, exc, attempt + 1, self.max_retries)
+            except httpx.TimeoutException as exc:
+                raise BackendConnectionError(f"{url} timed out: {exc!r}") from exc
+            except httpx.TransportError as exc:
+                raise BackendConnectionError(f"request to {url} failed: {exc!r}") from exc
+            else:
+                if response.status_code not in _RETRYABLE_STATUS or last:
+                    return response
+                logger.warning("%s answered %d; retry %d/%d", url, response.status_code, attempt + 1, self.max_retries)
+            await asyncio.sleep(self.backoff_s * 2**attempt * (1 + random.random() / 4))
+        raise AssertionError("unreachable")
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+
+def _question_json(question: object) -> object:
+    if isinstance(question, str):
+        return question
+    return [{"role": m.role, "content": m.content} for m in question]  # type: ignore[attr-defined]
+
+
+def _even_shares(total: int, n: int) -> list[int]:
+    base, extra = divmod(total, n) if n else (0, 0)
+    return [base + (1 if i < extra else 0) for i in range(n)]
+
+
+def _error_message(response: httpx.Response) -> str:
+    try:
+        payload = response.json()
+    except json.JSONDecodeError:
+        return response.text[:500]
+    error = payload.get("error", payload) if isinstance(payload, dict) else payload
+    return str(error.get("message", error)) if isinstance(error, dict) else str(error)
+
+
+def load_backend(config: BatchConfig, settings: Settings) -> CorrectionBackend:
+    """Build the backend ``config.backend`` names (blocking: in-process backends load their models here)."""
+    from aligner_proxy.runtime import _Loader, load_pipeline, make_pipeline
+
+    if config.backend == "proxy":
+        assert config.url is not None  # checked by BatchConfig
+        if config.temperature > 0:
+            logger.warning("the proxy backend decodes as the server is configured; --temperature is ignored")
+        return ProxyBackend(
+            config.url, api_key=config.api_key, concurrency=config.concurrency, timeout_s=config.request_timeout_s
+        )
+    settings = settings.model_copy(update={"max_batch_size": max(settings.max_batch_size, config.batch_size)})
+    if config.backend == "openai":
+        from aligner_proxy.backends.remote import RemoteCompletionsGenerator
+
+        assert config.url is not None
+        loader = _Loader(settings)
+        generator = RemoteCompletionsGenerator(
+            config.url,
+            config.remote_model or settings.corrector_model,
+            api_key=config.api_key,
+            timeout_s=config.request_timeout_s,
+            max_concurrency=config.concurrency,
+        )
+        pipeline = make_pipeline(
+            settings, scorer=loader.scorer(), corrector_generator=generator, executor=loader.executor
+        )
+    else:
+        if config.backend == "vllm":
+            settings = settings.model_copy(update={"corrector_backend": "vllm"})
+        pipeline = load_pipeline(settings)
+    corrector = pipeline.corrector
+    corrector.params = replace(
+        corrector.params,
+        max_new_tokens=config.max_new_tokens or corrector.params.max_new_tokens,
+        temperature=config.temperature,
+        seed=config.seed,
+    )
+    # A batch run is offline: a slow batch on a CPU should not trip the proxy's per-request limit.
+    pipeline.timeout_s = max(pipeline.timeout_s, config.request_timeout_s)
+    return PipelineBackend(pipeline)
