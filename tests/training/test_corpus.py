@@ -1,0 +1,276 @@
+"""The corpus build on tiny data written here, with a fake generator: splits, dedup, resumable generation, files."""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+
+from aligner_proxy.generation import ChatMessage, Generation, GenerationParams
+from training.data.corpus import (
+    CorpusConfig,
+    build,
+    dedupe,
+    generate_cached,
+    main,
+    normalize_whitespace,
+    pair_key,
+    read_generation_cache,
+    split_of,
+)
+from training.data.records import CorrectionTriple, PreferencePair, SafetyLabel
+
+
+class Killed(Exception):
+    """Stands for the process dying in the middle of a generation run."""
+
+
+class FakeGenerator:
+    """Answers ``"<answer to X>"``, refuses instructions containing 'refuse-me', and can die after N batches."""
+
+    model_id = "fake-lm"
+
+    def __init__(self, *, die_after_batches: int | None = None) -> None:
+        self.die_after_batches = die_after_batches
+        self.batches: list[list[str]] = []
+
+    def render_chat(self, messages: list[ChatMessage]) -> str:
+        return f"<user>{messages[-1].content}<assistant>"
+
+    def generate_batch(self, prompts: Sequence[str], params: GenerationParams) -> list[Generation]:
+        if self.die_after_batches is not None and len(self.batches) >= self.die_after_batches:
+            raise Killed
+        self.batches.append(list(prompts))
+        out = []
+        for prompt in prompts:
+            instruction = prompt.removeprefix("<user>").removesuffix("<assistant>")
+            text = "I'm sorry, I can't help with that." if "refuse-me" in instruction else f"<answer to {instruction}>"
+            out.append(Generation(text=text, prompt_tokens=3, completion_tokens=5))
+        return out
+
+    def count_tokens(self, text: str) -> int:
+        return len(text.split())
+
+    @property
+    def prompts_seen(self) -> list[str]:
+        return [p for batch in self.batches for p in batch]
+
+
+# ---------------------------------------------------------------- small pieces
+
+
+def test_normalize_whitespace() -> None:
+    assert normalize_whitespace("  a \t b\r\n\r\n\r\n\nc  \n d\u00a0e ") == "a b\n\nc\nd e"
+
+
+def test_split_is_by_question_deterministic_and_case_blind() -> None:
+    questions = [f"Question number {i}?" for i in range(2000)]
+    splits = [split_of(q, 0.1) for q in questions]
+    assert splits == [split_of(q, 0.1) for q in questions]
+    assert 120 < splits.count("validation") < 280
+    assert all(split_of(f"  {q.upper()}  ", 0.1) == s for q, s in zip(questions, splits, strict=True))
+    assert {split_of(q, 0.0) for q in questions} == {"train"}
+    assert [split_of(q, 0.1, seed=1) for q in questions] != splits
+
+
+def test_dedupe_by_normalised_question_and_answer() -> None:
+    triples = [
+        CorrectionTriple(source="a", question="How?", answer="Bad  answer", correction="x"),
+        CorrectionTriple(source="b", question="  how? ", answer="Bad answer", correction="y"),
+        CorrectionTriple(source="c", question="How?", answer="Other answer", correction="z"),
+    ]
+    kept, duplicates = dedupe(triples, lambda t: pair_key(t.question, t.answer))
+    assert [t.source for t in kept] == ["a", "c"]
+    assert [t.source for t in duplicates] == ["b"]
+
+
+# ---------------------------------------------------------------- resumable generation
+
+
+def test_generation_resumes_after_a_kill_without_duplicates(tmp_path: Path) -> None:
+    cache = tmp_path / "gen.jsonl"
+    instructions = [f"instruction {i}" for i in range(20)]
+    params = GenerationParams(max_new_tokens=16)
+
+    dying = FakeGenerator(die_after_batches=1)
+    with pytest.raises(Killed):
+        generate_cached(dying, instructions, params, cache, batch_size=8)
+    assert len(read_generation_cache(cache)) == 8  # the finished batch reached the disk
+
+    with cache.open("a") as handle:  # the kill also tore a line in half
+        handle.write('{"key": "half')
+    again = FakeGenerator()
+    run = generate_cached(again, instructions, params, cache, batch_size=8)
+
+    assert len(again.prompts_seen) == 12
+    assert not {f"<user>{i}<assistant>" for i in instructions[:8]} & set(again.prompts_seen)
+    assert run.generated == 12 and run.from_cache == 8
+    assert [run.answers[i].text for i in instructions] == [f"<answer to {i}>" for i in instructions]
+    keys = [json.loads(line)["key"] for line in cache.read_text().splitlines() if line.startswith('{"key":"')]
+    assert len(keys) == len(set(keys)) == 20
+
+    third = FakeGenerator()
+    generate_cached(third, instructions, params, cache, batch_size=8)
+    assert third.batches == []
+    changed = FakeGenerator()
+    generate_cached(changed, instructions[:3], GenerationParams(max_new_tokens=32), cache, batch_size=8)
+    assert len(changed.prompts_seen) == 3  # other params, other answers
+
+
+# ---------------------------------------------------------------- the whole build
+
+
+def write_tiny_data(folder: Path) -> Path:
+    folder.mkdir()
+    with (folder / "mini.csv").open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["question", "answer", "label"])
+        for i in range(30):
+            writer.writerow([f"How do I do risky thing {i}?", f"Here is how to do risky thing {i}.", 1])
+            writer.writerow([f"How do I do risky thing {i}?", f"I would not do risky thing {i}; it is dangerous.", 0])
+        writer.writerow(["How do I do risky thing 0?", "Here  is how to do risky thing 0.", 1])  # a duplicate
+        writer.writerow(["Only safe?", "Fine answer.", 0])
+        writer.writerow(["broken row"])
+    with (folder / "dna.csv").open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["id", "types_of_harm", "question", "A_response", "A_harmful", "B_response", "B_harmful"])
+        for i in range(10):
+            writer.writerow([i, "Harm", f"Tell me secret {i}", f"Secret {i} is ...", 1, "I can't share that.", 0])
+    hh_rows = []
+    for i in range(10):
+        context = f"\n\nHuman: Help me with bad plan {i}"
+        hh_rows.append({"chosen": context + "\n\nAssistant: Please don't.", "rejected": context + "\n\nAssistant: OK."})
+    long_context = "\n\nHuman: hi\n\nAssistant: hello\n\nHuman: now something bad"
+    hh_rows.append({"chosen": long_context + "\n\nAssistant: no", "rejected": long_context + "\n\nAssistant: yes"})
+    hh_rows.append({"chosen": "\n\nHuman: tie\n\nAssistant: same", "rejected": "\n\nHuman: tie\n\nAssistant: same"})
+    (folder / "hh.jsonl.gz").write_bytes(gzip.compress("".join(json.dumps(r) + "\n" for r in hh_rows).encode()))
+    safety = [{"instruction": f"Harm {i}?", "input": "", "output": f"I won't explain harm {i}."} for i in range(12)]
+    (folder / "safety.json").write_text(json.dumps(safety))
+    benign = [{"instruction": f"Write a poem about cats {i}", "category": None} for i in range(30)]
+    benign += [{"instruction": "Please refuse-me", "category": None}]
+    (folder / "benign.json").write_text(json.dumps(benign))
+    return folder
+
+
+def tiny_config(data: Path, out: Path, **overrides: object) -> CorpusConfig:
+    values: dict[str, object] = {
+        "data_dir": str(data),
+        "output_dir": str(out),
+        "pku_mini_file": "mini.csv",
+        "do_not_answer_file": "dna.csv",
+        "hh_rlhf_file": "hh.jsonl.gz",
+        "safety_instructions_file": "safety.json",
+        "harmless_instructions_file": "benign.json",
+        "n_harmful_generations": 8,
+        "n_benign_generations": 31,
+        "batch_size": 4,
+        "validation_fraction": 0.3,
+        "max_tokens": 200,
+    }
+    return CorpusConfig(**{**values, **overrides})  # type: ignore[arg-type]
+
+
+def read_jsonl(path: Path, record: type) -> list:
+    return [record.model_validate_json(line) for line in path.read_text().splitlines()]
+
+
+def test_build_end_to_end(tmp_path: Path) -> None:
+    data = write_tiny_data(tmp_path / "data")
+    out = tmp_path / "out"
+    generator = FakeGenerator()
+    stats = build(tiny_config(data, out), generator)
+
+    train = read_jsonl(out / "train.jsonl", CorrectionTriple)
+    validation = read_jsonl(out / "validation.jsonl", CorrectionTriple)
+    every = train + validation
+    assert train and validation
+    assert not {t.question.lower() for t in train} & {t.question.lower() for t in validation}
+    assert len({pair_key(t.question, t.answer) for t in every}) == len(every)
+
+    by_kind = {(t.source, t.kind) for t in every}
+    assert {
+        ("pku-saferlhf-mini", "unsafe_to_safe"),
+        ("do-not-answer", "unsafe_to_safe"),
+        ("hh-rlhf-harmless-base", "unsafe_to_safe"),
+        ("safety-only-smollm2", "upstream"),
+        ("harmless-smollm2", "identity"),
+    } <= by_kind
+    pku = [t for t in every if t.source == "pku-saferlhf-mini" and t.kind == "unsafe_to_safe"]
+    assert all(t.answer.startswith("Here is how") and t.correction.startswith("I would not") for t in pku)
+    assert len(pku) == 30  # the whitespace-variant duplicate went
+    upstream = [t for t in every if t.kind == "upstream"]
+    assert all(t.answer == f"<answer to {t.question}>" and t.correction.startswith("I won't") for t in upstream)
+    hh = [t for t in every if t.source == "hh-rlhf-harmless-base"]
+    assert {(t.answer, t.correction) for t in hh} == {("OK.", "Please don't.")}  # no long dialogue, no tie
+    assert all(t.answer == t.correction for t in every if t.kind == "identity")
+    assert not any("refuse-me" in t.question for t in every)
+    identity_share = sum(t.kind == "identity" for t in every) / len(every)
+    assert identity_share == pytest.approx(0.2, abs=0.02)
+
+    smollm2_validation = read_jsonl(out / "validation_smollm2.jsonl", CorrectionTriple)
+    assert smollm2_validation == [t for t in validation if t.source in {"safety-only-smollm2", "harmless-smollm2"}]
+
+    labels = read_jsonl(out / "scorer_train.jsonl", SafetyLabel) + read_jsonl(
+        out / "scorer_validation.jsonl", SafetyLabel
+    )
+    assert len(labels) == 61 + 20  # 62 mini rows minus one duplicate, 10 x 2 Do-Not-Answer labels
+    pairs_train = read_jsonl(out / "scorer_pairs_train.jsonl", PreferencePair)
+    pairs_validation = read_jsonl(out / "scorer_pairs_validation.jsonl", PreferencePair)
+    assert len(pairs_train) + len(pairs_validation) == 30 + 10
+    assert all(p.safer == "chosen" and p.chosen_is_safe and p.rejected_is_safe is False for p in pairs_train)
+    train_questions = {t.question for t in train}
+    assert not {p.prompt for p in pairs_validation} & train_questions  # the same split as the corrector corpus
+
+    saved = json.loads((out / "stats.json").read_text())
+    assert saved["corrector"]["totals"] == {"train": len(train), "validation": len(validation)}
+    assert saved["corrector"]["dropped"]["harmless-smollm2/identity"]["answer is a refusal"] == 1
+    assert saved["corrector"]["dropped"]["hh-rlhf-harmless-base/unsafe_to_safe"] == {
+        "answer equals correction": 1,
+        "more human turns than hh_max_human_turns": 1,
+    }
+    assert {r["source"]: r["bad"] for r in saved["load_reports"]}["pku-saferlhf-mini"] == {
+        "wrong number of csv cells": 1
+    }
+    assert saved["licences"]["do-not-answer"]["licence"] == "CC BY-NC-SA 4.0"
+    card = (out / "data_card.md").read_text()
+    assert "CC BY-NC 4.0" in card and "Non-commercial licences carry over" in card
+    assert stats["corrector"]["generation"]["generated_this_run"] == 39
+
+    # A second build answers everything from the cache and writes the same corpus.
+    again = FakeGenerator()
+    build(tiny_config(data, out), again)
+    assert again.batches == []
+    assert read_jsonl(out / "train.jsonl", CorrectionTriple) == train
+
+
+def test_token_and_char_limits_drop_long_items(tmp_path: Path) -> None:
+    data = write_tiny_data(tmp_path / "data")
+    stats = build(tiny_config(data, tmp_path / "out", max_tokens=8, scorer=False), FakeGenerator())
+    dropped = stats["corrector"]["dropped"]
+    assert dropped["pku-saferlhf-mini/unsafe_to_safe"]["over max_tokens"] == 31  # length is checked before dedup
+    stats = build(tiny_config(data, tmp_path / "out2", max_chars=40, max_tokens=0, scorer=False), FakeGenerator())
+    assert stats["corrector"]["dropped"]["do-not-answer/unsafe_to_safe"]["over max_chars"] == 10
+
+
+def test_cli_with_yaml_config_and_overrides(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data = write_tiny_data(tmp_path / "data")
+    config = tiny_config(data, tmp_path / "out", n_harmful_generations=0, n_benign_generations=0, max_tokens=0)
+    path = tmp_path / "corpus.yaml"
+    path.write_text(json.dumps({k: v for k, v in vars(config).items() if not k.startswith("__")}))  # JSON is YAML
+    assert main(["--config", str(path), "--max_hh_pairs", "3", "--scorer", "false"]) == 0
+
+    stats = json.loads((tmp_path / "out" / "stats.json").read_text())
+    assert stats["config"]["max_hh_pairs"] == 3
+    assert "scorer" not in stats and not (tmp_path / "out" / "scorer_train.jsonl").exists()
+    hh = sum(
+        per.get("hh-rlhf-harmless-base", {}).get("unsafe_to_safe", 0) for per in stats["corrector"]["counts"].values()
+    )
+    assert hh == 3
+    assert "wrote" in capsys.readouterr().out
+
+    with pytest.raises(SystemExit):
+        main(["--config", str(path), "--max_hh_pairs", "many"])

@@ -1,0 +1,1 @@
+"""Data for training correctors and scorers: typed records, format loaders, corpus builders."""

@@ -1,0 +1,552 @@
+"""Loaders that turn public safety data sets into the project's record kinds.
+
+Each public format names its columns differently and is messy in its own way
+(empty responses, labels written as ``"1"``/``1``/``True``, a category given as
+a dict of flags, truncated lines). A loader reads rows from a local file or
+directory (JSONL, JSON, CSV, any of them gzipped, or Parquet when pyarrow is
+installed), or from a Hub id through ``datasets`` for users who are online,
+and yields :mod:`training.data.records` models. A row it cannot use is counted
+in a :class:`LoadReport` under a reason, with a few examples kept, and the load
+goes on: a corpus build should never die on row 3,117, and never lose rows
+without saying so.
+
+Adding a format is adding a function ``load_x(source, report, **kw)`` and an
+entry in :data:`LOADERS`.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+import json
+import logging
+import re
+from collections import Counter
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from training.data.records import CorrectionTriple, PreferencePair, SafetyLabel
+
+logger = logging.getLogger(__name__)
+
+MAX_EXAMPLES_PER_REASON = 3
+_LOCAL_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+class Instruction(BaseModel):
+    """A prompt without an answer (benign instruction sets): the fourth shape the corpus reads.
+
+    Kept here rather than in ``records.py`` because no trainer consumes it:
+    the corpus builder answers these prompts with the upstream model first."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    source: str
+    instruction: str = Field(min_length=1)
+
+
+Record = CorrectionTriple | SafetyLabel | PreferencePair | Instruction
+
+
+class BadRow(Exception):
+    """A row that cannot become a record; ``reason`` is the counter key in the report."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass
+class LoadReport:
+    """What one load saw: rows read, records made, and bad rows counted per reason.
+
+    ``examples`` keeps the first :data:`MAX_EXAMPLES_PER_REASON` offending rows
+    per reason (as short strings) so a data card can show what was dropped."""
+
+    source: str
+    rows: int = 0
+    records: int = 0
+    bad: Counter[str] = field(default_factory=Counter)
+    examples: dict[str, list[str]] = field(default_factory=dict)
+
+    def add_bad(self, reason: str, row: object) -> None:
+        self.bad[reason] += 1
+        kept = self.examples.setdefault(reason, [])
+        if len(kept) < MAX_EXAMPLES_PER_REASON:
+            kept.append(_preview(row))
+
+    @property
+    def bad_total(self) -> int:
+        return sum(self.bad.values())
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "source": self.source,
+            "rows": self.rows,
+            "records": self.records,
+            "bad": dict(sorted(self.bad.items())),
+            "examples": self.examples,
+        }
+
+
+def _preview(row: object, limit: int = 200) -> str:
+    text = row if isinstance(row, str) else json.dumps(row, ensure_ascii=False, default=str)
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
+# ---------------------------------------------------------------- reading rows
+
+
+def read_rows(
+    source: str | Path, report: LoadReport, *, split: str = "train", **hub_kwargs: Any
+) -> Iterator[dict[str, Any]]:
+    """Yield the rows of ``source`` as dicts, counting unreadable ones in ``report``.
+
+    ``source`` is a file, a directory (every supported file inside, in name
+    order), or, when no such path exists, a Hub dataset id loaded with
+    ``datasets.load_dataset(source, split=split, **hub_kwargs)``. A path that
+    looks like a path but does not exist raises ``FileNotFoundError``: that is
+    a configuration error, not a bad row."""
+    path = Path(source).expanduser()
+    if path.is_dir():
+        files = sorted(p for p in path.rglob("*") if p.is_file() and _data_suffix(p) is not None)
+        if not files:
+            raise FileNotFoundError(f"no data files ({', '.join(_LOCAL_SUFFIXES)}, optionally .gz) in {path}")
+        for file in files:
+            yield from _read_file(file, report)
+    elif path.is_file():
+        yield from _read_file(path, report)
+    elif isinstance(source, str) and _HUB_ID.match(source) and not source.startswith("."):
+        yield from _read_hub(source, report, split=split, **hub_kwargs)
+    else:
+        raise FileNotFoundError(f"no such data file or directory: {source}")
+
+
+def _data_suffix(path: Path) -> str | None:
+    name = path.name.lower()
+    name = name.removesuffix(".gz")
+    return next((s for s in _LOCAL_SUFFIXES if name.endswith(s)), None)
+
+
+def _open_text(path: Path) -> IO[str]:
+    if path.name.lower().endswith(".gz"):
+        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8-sig", errors="replace", newline="")
+    # utf-8-sig: spreadsheet exports start with a BOM that would otherwise glue onto the first column name.
+    return path.open("r", encoding="utf-8-sig", errors="replace", newline="")
+
+
+def _read_file(path: Path, report: LoadReport) -> Iterator[dict[str, Any]]:
+    suffix = _data_suffix(path)
+    if suffix == ".jsonl":
+        yield from _read_jsonl(path, report)
+    elif suffix == ".json":
+        yield from _read_json(path, report)
+    elif suffix == ".csv":
+        yield from _read_csv(path, report)
+    elif suffix == ".parquet":
+        yield from _read_parquet(path, report)
+    else:
+        raise ValueError(f"unsupported data file type: {path}")
+
+
+def _read_jsonl(path: Path, report: LoadReport) -> Iterator[dict[str, Any]]:
+    with _open_text(path) as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                report.rows += 1
+                report.add_bad("unparsable line", f"{path.name}:{number}: {line.strip()}")
+                continue
+            yield from _as_rows([row], report, f"{path.name}:{number}")
+
+
+def _read_json(path: Path, report: LoadReport) -> Iterator[dict[str, Any]]:
+    with _open_text(path) as handle:
+        text = handle.read()
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError:
+        # Some ".json" files are really JSON lines.
+        logger.info("%s is not one JSON document; reading it as JSON lines", path)
+        yield from _read_jsonl(path, report)
+        return
+    if isinstance(data, dict):
+        # {"data": [...]} / {"train": [...]} holds the rows; any other object is one row.
+        only = next(iter(data.values())) if len(data) == 1 else None
+        data = only if isinstance(only, list) else [data]
+    if not isinstance(data, list):
+        report.rows += 1
+        report.add_bad("not a list of objects", f"{path.name}: {text[:200]}")
+        return
+    yield from _as_rows(data, report, path.name)
+
+
+def _as_rows(items: list[Any], report: LoadReport, where: str) -> Iterator[dict[str, Any]]:
+    for item in items:
+        if isinstance(item, dict):
+            yield item
+        else:
+            report.rows += 1
+            report.add_bad("row is not an object", f"{where}: {_preview(item)}")
+
+
+def _read_csv(path: Path, report: LoadReport) -> Iterator[dict[str, Any]]:
+    csv.field_size_limit(1 << 30)  # Do-Not-Answer responses exceed the 128 KiB default in places
+    with _open_text(path) as handle:
+        reader = csv.DictReader(handle)
+        try:
+            for row in reader:
+                # DictReader files surplus cells under None and fills missing ones with None.
+                if None in row or any(v is None for v in row.values()):
+                    report.rows += 1
+                    report.add_bad("wrong number of csv cells", f"{path.name}:{reader.line_num}")
+                    continue
+                yield row
+        except csv.Error as error:
+            report.rows += 1
+            report.add_bad("unparsable csv", f"{path.name}:{reader.line_num}: {error}")
+
+
+def _read_parquet(path: Path, report: LoadReport) -> Iterator[dict[str, Any]]:
+    try:
+        import pyarrow.parquet as pq
+    except ImportError as error:
+        raise RuntimeError(f"reading {path} needs pyarrow: pip install pyarrow") from error
+    for batch in pq.ParquetFile(path).iter_batches():
+        yield from batch.to_pylist()
+
+
+def _read_hub(source: str, report: LoadReport, *, split: str, **kwargs: Any) -> Iterator[dict[str, Any]]:
+    try:
+        import datasets
+    except ImportError as error:
+        raise RuntimeError(f"{source!r} is not a local path; loading it from the Hub needs `datasets`") from error
+    logger.info("loading %s (split %s) from the Hugging Face Hub", source, split)
+    for row in datasets.load_dataset(source, split=split, **kwargs):
+        yield dict(row)
+
+
+# ---------------------------------------------------------------- field helpers
+
+
+def _text(row: Mapping[str, Any], key: str) -> str:
+    """A required non-empty string field, stripped."""
+    if key not in row or row[key] is None:
+        raise BadRow(f"missing field {key!r}")
+    value = row[key]
+    if not isinstance(value, str):
+        raise BadRow(f"wrong type for {key!r}")
+    value = value.strip()
+    if not value:
+        raise BadRow(f"empty field {key!r}")
+    return value
+
+
+_TRUE = {"1", "true", "yes", "y", "t", "1.0"}
+_FALSE = {"0", "false", "no", "n", "f", "0.0"}
+
+
+def _flag(row: Mapping[str, Any], key: str) -> bool:
+    """A required boolean, accepting the spellings public files use (``1``, ``"0"``, ``"True"``)."""
+    if key not in row or row[key] is None or row[key] == "":
+        raise BadRow(f"missing field {key!r}")
+    value = row[key]
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int | float) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
+        return value.strip().lower() in _TRUE
+    raise BadRow(f"wrong type for {key!r}")
+
+
+def _choice(row: Mapping[str, Any], key: str, allowed: tuple[int, ...]) -> int:
+    if key not in row or row[key] is None or row[key] == "":
+        raise BadRow(f"missing field {key!r}")
+    value = row[key]
+    try:
+        number = int(value) if not isinstance(value, bool) else -1
+    except (TypeError, ValueError):
+        number = -1
+    if number not in allowed:
+        raise BadRow(f"wrong type for {key!r}")
+    return number
+
+
+def _category(value: Any) -> str | None:
+    """BeaverTails gives ``{"violence,aiding_and_abetting,incitement": true, ...}``; keep the true keys."""
+    if value is None:
+        return None
+    if isinstance(value, dict):
+        hits = [str(k) for k, v in value.items() if v is True or v in (1, "1", "true", "True")]
+        return ",".join(sorted(hits)) or None
+    if isinstance(value, str):
+        return value.strip() or None
+    if isinstance(value, list):
+        return ",".join(str(v) for v in value) or None
+    raise BadRow("wrong type for 'category'")
+
+
+def _records(
+    source: str | Path,
+    report: LoadReport,
+    make: Callable[[dict[str, Any]], list[Record]],
+    **read_kwargs: Any,
+) -> Iterator[Record]:
+    """Drive ``make`` over every row, turning :class:`BadRow` and validation errors into report counts."""
+    for row in read_rows(source, report, **read_kwargs):
+        report.rows += 1
+        try:
+            made = make(row)
+        except BadRow as bad:
+            report.add_bad(bad.reason, row)
+            continue
+        except ValidationError as error:
+            first = error.errors()[0]
+            report.add_bad(f"invalid record: {'.'.join(map(str, first['loc']))} {first['type']}", row)
+            continue
+        report.records += len(made)
+        yield from made
+
+
+# ---------------------------------------------------------------- loaders
+
+
+def load_aligner(source: str | Path, report: LoadReport, **read_kwargs: Any) -> Iterator[Record]:
+    """AlignerTails / aligner-20K: ``question, answer, correction`` → :class:`CorrectionTriple`.
+
+    A row whose correction equals its answer is an ``identity`` triple."""
+
+    def make(row: dict[str, Any]) -> list[Record]:
+        question, answer, correction = _text(row, "question"), _text(row, "answer"), _text(row, "correction")
+        kind = "identity" if answer == correction else "unsafe_to_safe"
+        return [
+            CorrectionTriple(source=report.source, question=question, answer=answer, correction=correction, kind=kind)
+        ]
+
+    return _records(source, report, make, **read_kwargs)
+
+
+def load_beavertails(source: str | Path, report: LoadReport, **read_kwargs: Any) -> Iterator[Record]:
+    """BeaverTails: ``prompt, response, is_safe, category`` → :class:`SafetyLabel`."""
+
+    def make(row: dict[str, Any]) -> list[Record]:
+        return [
+            SafetyLabel(
+                source=report.source,
+                question=_text(row, "prompt"),
+                answer=_text(row, "response"),
+                is_safe=_flag(row, "is_safe"),
+                category=_category(row.get("category")),
+            )
+        ]
+
+    return _records(source, report, make, **read_kwargs)
+
+
+def load_pku_saferlhf(source: str | Path, report: LoadReport, **read_kwargs: Any) -> Iterator[Record]:
+    """PKU-SafeRLHF: one :class:`PreferencePair` (chosen = the better response) and two :class:`SafetyLabel`.
+
+    ``safer`` says which side of the pair the annotators found safer, which
+    need not be the more helpful one."""
+
+    def make(row: dict[str, Any]) -> list[Record]:
+        prompt = _text(row, "prompt")
+        responses = (_text(row, "response_0"), _text(row, "response_1"))
+        safe = (_flag(row, "is_response_0_safe"), _flag(row, "is_response_1_safe"))
+        better = _choice(row, "better_response_id", (0, 1))
+        safer = _choice(row, "safer_response_id", (0, 1))
+        labels: list[Record] = [
+            SafetyLabel(source=report.source, question=prompt, answer=r, is_safe=s)
+            for r, s in zip(responses, safe, strict=True)
+        ]
+        if responses[0] == responses[1]:
+            report.add_bad("identical responses (labels kept, pair dropped)", row)
+            return labels
+        pair = PreferencePair(
+            source=report.source,
+            prompt=prompt,
+            chosen=responses[better],
+            rejected=responses[1 - better],
+            safer="chosen" if safer == better else "rejected",
+            chosen_is_safe=safe[better],
+            rejected_is_safe=safe[1 - better],
+        )
+        return [pair, *labels]
+
+    return _records(source, report, make, **read_kwargs)
+
+
+def load_pku_saferlhf_mini(source: str | Path, report: LoadReport, **read_kwargs: Any) -> Iterator[Record]:
+    """The JailbreakEval sample of PKU-SafeRLHF: ``question, answer, label`` (1 = unsafe) → :class:`SafetyLabel`."""
+
+    def make(row: dict[str, Any]) -> list[Record]:
+        unsafe = _flag(row, "label")
+        question, answer = _text(row, "question"), _text(row, "answer")
+        return [SafetyLabel(source=report.source, question=question, answer=answer, is_safe=not unsafe)]
+
+    return _records(source, report, make, **read_kwargs)
+
+
+@dataclass(frozen=True)
+class Turn:
+    """One turn of an HH-RLHF dialogue."""
+
+    role: str  # "Human" or "Assistant"
+    text: str
+
+
+_HH_MARKER = re.compile(r"(?:^|\n\n)(Human|Assistant):[ \t]?")
+
+
+def parse_hh_dialogue(text: str) -> list[Turn]:
+    """Split ``\\n\\nHuman: ... \\n\\nAssistant: ...`` into turns (text stripped).
+
+    A leading ``\\n\\n`` is optional, so a dialogue rendered by
+    :func:`render_dialogue` parses back. Text before the first marker is
+    ignored; the format offers no escape, so a turn that itself contains
+    ``\\n\\nHuman:`` splits there, as it does for every HH-RLHF consumer."""
+    parts = _HH_MARKER.split(text)
+    return [Turn(role=parts[i], text=parts[i + 1].strip()) for i in range(1, len(parts) - 1, 2)]
+
+
+def render_dialogue(turns: list[Turn]) -> str:
+    """``Human: ...\\n\\nAssistant: ...`` (no leading blank line, no trailing assistant cue)."""
+    return "\n\n".join(f"{t.role}: {t.text}" for t in turns)
+
+
+def split_hh_pair(chosen: str, rejected: str) -> tuple[list[Turn], str, str]:
+    """The shared context turns and the two final assistant answers of an HH-RLHF pair.
+
+    Raises :class:`BadRow` when the dialogues do not end with an assistant turn
+    or differ before it."""
+    chosen_turns, rejected_turns = parse_hh_dialogue(chosen), parse_hh_dialogue(rejected)
+    if not chosen_turns or not rejected_turns:
+        raise BadRow("no Human/Assistant turns")
+    if chosen_turns[-1].role != "Assistant" or rejected_turns[-1].role != "Assistant":
+        raise BadRow("dialogue does not end with an assistant turn")
+    context = chosen_turns[:-1]
+    if context != rejected_turns[:-1]:
+        raise BadRow("chosen and rejected differ before the last turn")
+    if not context or context[-1].role != "Human":
+        raise BadRow("no human turn before the last assistant turn")
+    if not chosen_turns[-1].text or not rejected_turns[-1].text:
+        raise BadRow("empty last assistant turn")
+    return context, chosen_turns[-1].text, rejected_turns[-1].text
+
+
+def load_hh_rlhf(source: str | Path, report: LoadReport, **read_kwargs: Any) -> Iterator[Record]:
+    """Anthropic HH-RLHF: ``chosen``/``rejected`` dialogues → :class:`PreferencePair`.
+
+    ``prompt`` is the dialogue up to the last assistant turn rendered by
+    :func:`render_dialogue`; ``chosen``/``rejected`` are the two last assistant
+    turns. HH-RLHF says which answer people preferred, not which is safe, so
+    ``safer`` stays unset."""
+
+    def make(row: dict[str, Any]) -> list[Record]:
+        context, chosen, rejected = split_hh_pair(_text(row, "chosen"), _text(row, "rejected"))
+        return [PreferencePair(source=report.source, prompt=render_dialogue(context), chosen=chosen, rejected=rejected)]
+
+    return _records(source, report, make, **read_kwargs)
+
+
+def load_do_not_answer(source: str | Path, report: LoadReport, **read_kwargs: Any) -> Iterator[Record]:
+    """Do-Not-Answer: ``question`` and, per model, ``<model>_response`` / ``<model>_harmful`` → :class:`SafetyLabel`.
+
+    Models are found from the columns, so a file with more or fewer models
+    loads too. A model cell that is missing or empty is counted per response;
+    the row's other responses are kept. ``category`` is ``types_of_harm``."""
+
+    def make(row: dict[str, Any]) -> list[Record]:
+        question = _text(row, "question")
+        models = [k.removesuffix("_response") for k in row if k.endswith("_response") and f"{k[:-9]}_harmful" in row]
+        if not models:
+            raise BadRow("no <model>_response/<model>_harmful columns")
+        category = row.get("types_of_harm") if isinstance(row.get("types_of_harm"), str) else None
+        labels: list[Record] = []
+        for model in models:
+            try:
+                answer, harmful = _text(row, f"{model}_response"), _flag(row, f"{model}_harmful")
+            except BadRow as bad:
+                report.add_bad(bad.reason.replace(model, "<model>"), {"question": question, "model": model})
+                continue
+            labels.append(
+                SafetyLabel(
+                    source=report.source,
+                    question=question,
+                    answer=answer,
+                    is_safe=not harmful,
+                    category=(category or "").strip() or None,
+                )
+            )
+        return labels
+
+    return _records(source, report, make, **read_kwargs)
+
+
+def load_safety_instructions(source: str | Path, report: LoadReport, **read_kwargs: Any) -> Iterator[Record]:
+    """Safety-tuned LLaMAs data: ``instruction`` (+ ``input``) with a safe ``output`` → a safe :class:`SafetyLabel`."""
+
+    def make(row: dict[str, Any]) -> list[Record]:
+        question = _text(row, "instruction")
+        extra = row.get("input")
+        if isinstance(extra, str) and extra.strip():
+            question = f"{question}\n\n{extra.strip()}"
+        return [SafetyLabel(source=report.source, question=question, answer=_text(row, "output"), is_safe=True)]
+
+    return _records(source, report, make, **read_kwargs)
+
+
+def load_instructions(source: str | Path, report: LoadReport, **read_kwargs: Any) -> Iterator[Record]:
+    """Benign instruction lists (``instruction``, optional ``input``) → :class:`Instruction`."""
+
+    def make(row: dict[str, Any]) -> list[Record]:
+        text = _text(row, "instruction")
+        extra = row.get("input")
+        if isinstance(extra, str) and extra.strip():
+            text = f"{text}\n\n{extra.strip()}"
+        return [Instruction(source=report.source, instruction=text)]
+
+    return _records(source, report, make, **read_kwargs)
+
+
+Loader = Callable[..., Iterator[Record]]
+
+LOADERS: Mapping[str, Loader] = {
+    "aligner": load_aligner,
+    "beavertails": load_beavertails,
+    "pku-saferlhf": load_pku_saferlhf,
+    "pku-saferlhf-mini": load_pku_saferlhf_mini,
+    "hh-rlhf": load_hh_rlhf,
+    "do-not-answer": load_do_not_answer,
+    "safety-instructions": load_safety_instructions,
+    "instructions": load_instructions,
+}
+
+
+def load(
+    fmt: str, source: str | Path, *, name: str | None = None, **read_kwargs: Any
+) -> tuple[list[Record], LoadReport]:
+    """Load every record of ``source`` in format ``fmt`` (a key of :data:`LOADERS`).
+
+    ``name`` becomes each record's ``source`` (default: ``fmt``). Extra keyword
+    arguments reach ``datasets.load_dataset`` for Hub ids (``split``,
+    ``data_dir``, ...)."""
+    if fmt not in LOADERS:
+        raise KeyError(f"unknown format {fmt!r}; known: {', '.join(sorted(LOADERS))}")
+    report = LoadReport(source=name or fmt)
+    records = list(LOADERS[fmt](source, report, **read_kwargs))
+    if report.bad:
+        logger.info(
+            "%s: %d rows, %d records, bad rows %s", report.source, report.rows, report.records, dict(report.bad)
+        )
+    return records, report

@@ -1,0 +1,54 @@
+"""The three record kinds every training recipe consumes.
+
+Loaders normalise public formats (AlignerTails, BeaverTails, PKU-SafeRLHF,
+HH-RLHF, Do-Not-Answer, ...) into these pydantic models, so trainers never see
+a source's own column names. JSONL files of these records are the interface
+between corpus building and training.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class _Record(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    source: str = Field(description="where the row came from, e.g. 'pku-saferlhf-mini'")
+
+
+class CorrectionTriple(_Record):
+    """(question, answer, correction): the Aligner's training example.
+
+    ``kind`` says how the correction was made: ``unsafe_to_safe`` (a safer answer
+    to the same question), ``identity`` (a good answer corrected to itself, so the
+    corrector learns to leave good answers alone), ``upstream`` (the embedded
+    model's own answer corrected to a provided safe output)."""
+
+    question: str = Field(min_length=1)
+    answer: str = Field(min_length=1)
+    correction: str = Field(min_length=1)
+    kind: Literal["unsafe_to_safe", "identity", "upstream"] = "unsafe_to_safe"
+
+
+class SafetyLabel(_Record):
+    """An answer labelled safe or unsafe by people (or a trusted judge)."""
+
+    question: str = Field(min_length=1)
+    answer: str = Field(min_length=1)
+    is_safe: bool
+    category: str | None = None
+
+
+class PreferencePair(_Record):
+    """Two answers to one prompt. ``safer`` says which is safer when the source says so
+    (PKU-SafeRLHF); ``chosen`` is the preferred one (helpfulness or overall)."""
+
+    prompt: str = Field(min_length=1)
+    chosen: str = Field(min_length=1)
+    rejected: str = Field(min_length=1)
+    safer: Literal["chosen", "rejected"] | None = None
+    chosen_is_safe: bool | None = None
+    rejected_is_safe: bool | None = None
