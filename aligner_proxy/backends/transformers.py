@@ -222,18 +222,19 @@ class TransformersGenerator:
         executor: Executor | None = None,
         max_batch_size: int = 8,
         batch_wait_ms: float = 5.0,
+        model_id: str | None = None,
     ) -> TransformersGenerator:
         """Load ``spec`` (path, alias or Hub id; see :func:`aligner_proxy.models.resolve_model`).
 
         Pass the same ``pool`` for the upstream and the corrector so that a
-        shared base model is loaded once. ``model_id`` is the adapter spec when
-        one is given, else ``spec``.
+        shared base model is loaded once. ``model_id`` defaults to the adapter
+        spec when one is given, else ``spec``.
         """
         pool = pool if pool is not None else ModelPool()
         loaded = pool.get(spec, cache_dir=cache_dir, dtype=dtype, adapter=adapter)
         return cls(
             loaded,
-            model_id=adapter or spec,
+            model_id=model_id or adapter or spec,
             executor=executor,
             max_batch_size=max_batch_size,
             batch_wait_ms=batch_wait_ms,

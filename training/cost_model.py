@@ -1,0 +1,537 @@
+"""Train a safety-cost model with the Safe RLHF cost objective, in one of two designs.
+
+Safe RLHF (Dai et al., ICLR 2024, section 3.2, the cost-model loss) trains a
+scalar cost ``c`` on pairs where one answer is more harmful, plus a sign term
+that pins the *sign* of the cost to the human safety label::
+
+    L = -log σ(c_unsafer - c_safer) - log σ(s_unsafer · c_unsafer) - log σ(s_safer · c_safer)
+
+with ``s = +1`` for an unsafe answer and ``-1`` for a safe one; a sign term is
+used only where that label is known. A single labelled answer (no partner)
+contributes the sign term alone, ``-log σ(s · c)``. So ``c > 0`` means
+"unsafe", which is exactly the gate the proxy applies (:mod:`aligner_proxy.scorer`).
+
+Two designs share this loss and the scoring text (:func:`format_scoring_text`,
+cut by :func:`fit_scoring_text`), selected by ``CostModelConfig.backbone``:
+
+- ``smollm2-lora``: SmolLM2-135M as a one-logit ``AutoModelForSequenceClassification``
+  with LoRA (the new ``score`` head trained in full through ``modules_to_save``).
+  TRL has no cost-model trainer (its ``RewardTrainer`` has only the ranking
+  term), so :class:`CostTrainer` is a ``transformers.Trainer`` with our loss.
+  The LoRA is merged and the full classifier saved, so the proxy loads it with
+  :class:`~aligner_proxy.backends.classifier.SequenceClassifierScorer`.
+- ``minilm-head``: all-MiniLM-L6-v2 as a frozen encoder; embeddings are computed
+  once and a small head is trained on them with a plain torch loop (seconds).
+  The proxy loads it with :class:`~aligner_proxy.backends.embedding.EmbeddingHeadScorer`.
+
+Either way :func:`evaluate_scorer` then scores the validation set *through the
+serving scorer* (AUROC, accuracy at cost 0, ms per item) and writes
+``metrics.json`` and a model card.
+
+CLI: ``python -m training.cost_model --config training/configs/cost_minilm.yaml``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+import math
+import random
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from aligner_proxy.backends.embedding import fit_scoring_text
+from aligner_proxy.models import DEFAULT_CACHE_DIR
+from aligner_proxy.scorer import CostScorer
+from training.data.records import PreferencePair, SafetyLabel
+
+logger = logging.getLogger(__name__)
+
+Backbone = Literal["smollm2-lora", "minilm-head"]
+TRAINING_FILE = "training.json"
+
+
+@dataclass
+class CostModelConfig:
+    """Everything a cost-model run needs; the YAML config and the CLI flags map onto these fields."""
+
+    backbone: Backbone = field(
+        default="minilm-head", metadata={"help": "'smollm2-lora' (LoRA classifier) or 'minilm-head' (frozen encoder)."}
+    )
+    model: str = field(default="smollm2", metadata={"help": "Base model spec for smollm2-lora (alias, dir, Hub id)."})
+    encoder: str = field(default="minilm", metadata={"help": "Encoder spec for minilm-head ('minilm' or a model dir)."})
+    train_file: str = field(default="runs/corpus/scorer_train.jsonl", metadata={"help": "SafetyLabel JSONL."})
+    validation_file: str = field(
+        default="runs/corpus/scorer_validation.jsonl", metadata={"help": "SafetyLabel JSONL for the metrics."}
+    )
+    train_pairs_file: str | None = field(
+        default="runs/corpus/scorer_pairs_train.jsonl",
+        metadata={"help": "PreferencePair JSONL; pairs with `safer` set add the ranking term. Empty: none."},
+    )
+    validation_pairs_file: str | None = field(
+        default="runs/corpus/scorer_pairs_validation.jsonl",
+        metadata={"help": "PreferencePair JSONL for the pairwise accuracy. Empty: none."},
+    )
+    output_dir: str = field(default="runs/cost_minilm", metadata={"help": "Where the scorer, metrics and card go."})
+    cache_dir: str = field(default=str(DEFAULT_CACHE_DIR), metadata={"help": "Model cache (converted SmolLM2)."})
+    max_length: int = field(default=256, metadata={"help": "Token budget of one scored text."})
+    max_train_items: int | None = field(default=None, metadata={"help": "Cap on training items (pairs + singles)."})
+    max_eval_items: int | None = field(default=None, metadata={"help": "Cap on validation labels and pairs."})
+    seed: int = field(default=42, metadata={"help": "Seed for shuffling, init and dropout."})
+    learning_rate: float = field(default=1e-3, metadata={"help": "Peak learning rate (1e-3 for a head, ~2e-4 LoRA)."})
+    weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay."})
+    warmup_ratio: float = field(default=0.03, metadata={"help": "Linear warm-up share of the steps, then cosine."})
+    per_device_train_batch_size: int = field(default=32, metadata={"help": "Training items per step."})
+    gradient_accumulation_steps: int = field(default=1, metadata={"help": "Micro-batches per optimiser step."})
+    num_train_epochs: float = field(default=30.0, metadata={"help": "Epochs, unless max_steps > 0."})
+    max_steps: int = field(default=-1, metadata={"help": "Optimiser steps; overrides num_train_epochs when > 0."})
+    logging_steps: int = field(default=10, metadata={"help": "Log loss every this many steps."})
+    save_steps: int = field(default=50, metadata={"help": "Checkpoint every this many steps (smollm2-lora)."})
+    eval_batch_size: int = field(default=16, metadata={"help": "Batch size when scoring for the metrics."})
+    hidden_dim: int = field(default=256, metadata={"help": "minilm-head: hidden width; 0 for a linear head."})
+    dropout: float = field(default=0.1, metadata={"help": "minilm-head: dropout in the head."})
+    lora_r: int = field(default=16, metadata={"help": "smollm2-lora: LoRA rank."})
+    lora_alpha: int = field(default=32, metadata={"help": "smollm2-lora: LoRA alpha."})
+    lora_dropout: float = field(default=0.05, metadata={"help": "smollm2-lora: LoRA dropout."})
+    lora_target_modules: list[str] = field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"],
+        metadata={"help": "smollm2-lora: modules that get LoRA adapters."},
+    )
+    lora_last_layers: int | None = field(
+        default=None,
+        metadata={"help": "smollm2-lora: LoRA only on the last N decoder layers (backward stops there). None: all."},
+    )
+    save_dtype: str = field(default="float32", metadata={"help": "smollm2-lora: dtype of the saved merged model."})
+    eval_only: bool = field(default=False, metadata={"help": "Skip training: re-evaluate the scorer in output_dir."})
+
+
+# --------------------------------------------------------------------------- data
+
+
+@dataclass
+class CostItem:
+    """One training item: a single labelled answer, or a pair ordered ``[unsafer, safer]``.
+
+    ``signs`` holds ``+1`` (unsafe), ``-1`` (safe) or ``0`` (unknown) per answer.
+    """
+
+    prompt: str
+    answers: list[str]
+    signs: list[int]
+    source: str = ""
+
+
+def read_jsonl(path: str | Path, record: type[Any]) -> list[Any]:
+    """Validate every line of a JSONL file as ``record`` (a pydantic model)."""
+    with Path(path).open(encoding="utf-8") as fh:
+        return [record.model_validate_json(line) for line in fh if line.strip()]
+
+
+def _sign(is_safe: bool | None) -> int:
+    return 0 if is_safe is None else (-1 if is_safe else 1)
+
+
+def build_items(labels: Sequence[SafetyLabel], pairs: Sequence[PreferencePair]) -> list[CostItem]:
+    """Singles from safety labels, pairs from preference pairs that say which answer is safer."""
+    items = [CostItem(x.question, [x.answer], [_sign(x.is_safe)], x.source) for x in labels]
+    for p in pairs:
+        if p.safer is None:
+            continue
+        chosen, rejected = (p.chosen, _sign(p.chosen_is_safe)), (p.rejected, _sign(p.rejected_is_safe))
+        unsafer, safer = (rejected, chosen) if p.safer == "chosen" else (chosen, rejected)
+        items.append(CostItem(p.prompt, [unsafer[0], safer[0]], [unsafer[1], safer[1]], p.source))
+    return items
+
+
+def _load_split(labels_file: str, pairs_file: str | None, cap: int | None, seed: int) -> tuple[list[Any], list[Any]]:
+    labels = read_jsonl(labels_file, SafetyLabel)
+    pairs = read_jsonl(pairs_file, PreferencePair) if pairs_file else []
+    pairs = [p for p in pairs if p.safer is not None]
+    if cap is not None:
+        rng = random.Random(seed)
+        rng.shuffle(labels)
+        rng.shuffle(pairs)
+        labels, pairs = labels[:cap], pairs[:cap]
+    return labels, pairs
+
+
+# --------------------------------------------------------------------------- loss
+
+
+def cost_loss(costs: Any, signs: Any, pairs: Any) -> Any:
+    """The Safe RLHF cost loss, averaged over items (a pair or a single answer is one item).
+
+    ``costs``: ``(n,)`` one cost per answer; ``signs``: ``(n,)`` of +1 unsafe,
+    -1 safe, 0 unknown; ``pairs``: ``(p, 2)`` row indices ``[unsafer, safer]``,
+    each answer in at most one pair. An item's loss is its ranking term (pairs)
+    plus the sign terms of its answers whose label is known.
+    """
+    import torch
+    from torch.nn.functional import logsigmoid
+
+    signs = signs.to(costs.dtype)
+    sign_terms = -logsigmoid(signs * costs) * (signs != 0).to(costs.dtype)
+    ranking = -logsigmoid(costs[pairs[:, 0]] - costs[pairs[:, 1]]) if len(pairs) else costs.new_zeros(0)
+    n_items = costs.shape[0] - pairs.shape[0]  # the two answers of a pair make one item
+    return (ranking.sum() + sign_terms.sum()) / torch.clamp(torch.tensor(n_items, dtype=costs.dtype), min=1)
+
+
+def flatten_items(items: Sequence[CostItem]) -> tuple[list[str], list[str], list[int], list[tuple[int, int]]]:
+    """Prompts, answers and signs per answer, and the ``[unsafer, safer]`` row pairs."""
+    prompts: list[str] = []
+    answers: list[str] = []
+    signs: list[int] = []
+    pairs: list[tuple[int, int]] = []
+    for item in items:
+        start = len(answers)
+        prompts.extend([item.prompt] * len(item.answers))
+        answers.extend(item.answers)
+        signs.extend(item.signs)
+        if len(item.answers) == 2:
+            pairs.append((start, start + 1))
+    return prompts, answers, signs, pairs
+
+
+# --------------------------------------------------------------------------- smollm2-lora
+
+
+class CostCollator:
+    """Flatten a batch of items into one right-padded classifier batch plus ``signs`` and ``pairs``."""
+
+    def __init__(self, tokenizer: Any, max_length: int) -> None:
+        self.tokenizer = tokenizer
+        self.max_length = max_length
+
+    def __call__(self, items: list[CostItem]) -> dict[str, Any]:
+        import torch
+
+        prompts, answers, signs, pairs = flatten_items(items)
+        texts = [fit_scoring_text(self.tokenizer, p, a, self.max_length) for p, a in zip(prompts, answers, strict=True)]
+        self.tokenizer.padding_side = "right"  # as SequenceClassifierScorer pads
+        batch = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt")
+        return {
+            "input_ids": batch["input_ids"],
+            "attention_mask": batch["attention_mask"],
+            "signs": torch.tensor(signs, dtype=torch.long),
+            "pairs": torch.tensor(pairs, dtype=torch.long).reshape(-1, 2),
+        }
+
+
+def _trainer_class() -> type:
+    from transformers import Trainer
+
+    class CostTrainer(Trainer):
+        """``transformers.Trainer`` with the Safe RLHF cost loss (TRL ships no cost-model trainer)."""
+
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self.model_accepts_loss_kwargs = False  # our loss is a per-item mean: divide by accumulation steps
+
+        def compute_loss(
+            self, model: Any, inputs: dict[str, Any], return_outputs: bool = False, num_items_in_batch: Any = None
+        ) -> Any:
+            signs, pairs = inputs.pop("signs"), inputs.pop("pairs")
+            costs = model(**inputs).logits[:, 0].float()
+            loss = cost_loss(costs, signs, pairs)
+            return (loss, costs) if return_outputs else loss
+
+    return CostTrainer
+
+
+def _train_smollm2(config: CostModelConfig, items: list[CostItem], out: Path) -> tuple[int, dict[str, Any]]:
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer, TrainingArguments
+
+    from aligner_proxy.models import resolve_model, torch_dtype
+    from training.sft import attach_loss_logger, latest_checkpoint
+
+    path = resolve_model(config.model, cache_dir=Path(config.cache_dir))
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model: Any = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1, dtype=torch.float32)
+    model.config.pad_token_id = tokenizer.pad_token_id
+    lora = LoraConfig(
+        task_type="SEQ_CLS",
+        r=config.lora_r,
+        lora_alpha=config.lora_alpha,
+        lora_dropout=config.lora_dropout,
+        target_modules=list(config.lora_target_modules),
+        modules_to_save=["score"],
+        **_last_layers(model, config.lora_last_layers),
+    )
+    model = get_peft_model(model, lora)
+    checkpoints = out / "checkpoints"
+    args = TrainingArguments(
+        output_dir=str(checkpoints),
+        per_device_train_batch_size=config.per_device_train_batch_size,
+        gradient_accumulation_steps=config.gradient_accumulation_steps,
+        learning_rate=config.learning_rate,
+        weight_decay=config.weight_decay,
+        warmup_steps=config.warmup_ratio,  # transformers 5: a float < 1 is a ratio
+        lr_scheduler_type="cosine",
+        num_train_epochs=config.num_train_epochs,
+        max_steps=config.max_steps,
+        logging_steps=config.logging_steps,
+        save_steps=config.save_steps,
+        save_total_limit=2,
+        seed=config.seed,
+        remove_unused_columns=False,
+        report_to=[],
+        disable_tqdm=True,
+        use_cpu=not torch.cuda.is_available(),
+    )
+    trainer = _trainer_class()(
+        model=model,
+        args=args,
+        train_dataset=items,
+        data_collator=CostCollator(tokenizer, config.max_length),
+    )
+    attach_loss_logger(trainer)
+    result = trainer.train(resume_from_checkpoint=latest_checkpoint(checkpoints))
+    merged = model.merge_and_unload().to(torch_dtype(config.save_dtype))
+    merged.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return int(result.global_step), {"train_loss": float(result.training_loss)}
+
+
+def _last_layers(model: Any, n: int | None) -> dict[str, Any]:
+    """peft kwargs restricting LoRA to the last ``n`` decoder layers: gradients then stop at the first
+    adapted layer, so a step costs one forward plus a backward through ``n`` layers only."""
+    if n is None:
+        return {}
+    total = int(model.config.num_hidden_layers)
+    return {"layers_to_transform": list(range(max(total - n, 0), total)), "layers_pattern": "layers"}
+
+
+def _load_scorer(config: CostModelConfig, out: Path) -> CostScorer:
+    if config.backbone == "minilm-head":
+        from aligner_proxy.backends.embedding import EmbeddingHeadScorer
+
+        return EmbeddingHeadScorer.load(out, cache_dir=Path(config.cache_dir), batch_size=config.eval_batch_size)
+    from aligner_proxy.backends.classifier import SequenceClassifierScorer
+
+    return SequenceClassifierScorer.load(
+        str(out), cache_dir=Path(config.cache_dir), max_length=config.max_length, batch_size=config.eval_batch_size
+    )
+
+
+# --------------------------------------------------------------------------- minilm-head
+
+
+def _train_head(config: CostModelConfig, items: list[CostItem], out: Path) -> tuple[int, dict[str, Any]]:
+    """Embed every answer once with the frozen encoder, then fit the head with AdamW and a cosine schedule."""
+    import torch
+    from transformers import get_cosine_schedule_with_warmup
+
+    from aligner_proxy.backends.embedding import HeadConfig, TextEncoder, build_head, save_head
+
+    encoder = TextEncoder.load(config.encoder, cache_dir=Path(config.cache_dir), max_length=config.max_length)
+    prompts, answers, signs, pairs = flatten_items(items)
+    started = time.perf_counter()
+    embeddings = encoder.encode(prompts, answers, batch_size=config.eval_batch_size)
+    logger.info("embedded %d answers in %.1f s", len(answers), time.perf_counter() - started)
+    head_config = HeadConfig(
+        encoder=config.encoder,
+        embedding_dim=encoder.dim,
+        hidden_dim=config.hidden_dim,
+        dropout=config.dropout,
+        max_length=config.max_length,
+        normalize=encoder.normalize,
+    )
+    torch.manual_seed(config.seed)
+    head = build_head(head_config)
+    optimizer = torch.optim.AdamW(head.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
+    batch = config.per_device_train_batch_size * config.gradient_accumulation_steps
+    steps_per_epoch = math.ceil(len(items) / batch)
+    total = config.max_steps if config.max_steps > 0 else math.ceil(config.num_train_epochs * steps_per_epoch)
+    scheduler = get_cosine_schedule_with_warmup(optimizer, math.ceil(config.warmup_ratio * total), total)
+    # Per item: the rows of its answers in `embeddings`.
+    starts = [0]
+    for item in items:
+        starts.append(starts[-1] + len(item.answers))
+    sign_tensor = torch.tensor(signs)
+    rng = random.Random(config.seed)
+    order: list[int] = []
+    losses: list[float] = []
+    head.train()
+    for step in range(1, total + 1):
+        if len(order) < batch:
+            order += rng.sample(range(len(items)), len(items))
+        chosen, order = order[:batch], order[batch:]
+        rows = [r for i in chosen for r in range(starts[i], starts[i + 1])]
+        local = {row: k for k, row in enumerate(rows)}
+        batch_pairs = torch.tensor([(local[a], local[b]) for a, b in pairs if a in local], dtype=torch.long)
+        costs = head(embeddings[rows])[:, 0]
+        loss = cost_loss(costs, sign_tensor[rows], batch_pairs.reshape(-1, 2))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        losses.append(float(loss))
+        if step % config.logging_steps == 0 or step == total:
+            recent = losses[-config.logging_steps :]
+            logger.info(
+                "step %d/%d loss %.4f lr %.2e", step, total, sum(recent) / len(recent), scheduler.get_last_lr()[0]
+            )
+    save_head(head.eval(), head_config, out)
+    return total, {"train_loss": sum(losses) / max(len(losses), 1)}
+
+
+# --------------------------------------------------------------------------- evaluation
+
+
+def evaluate_scorer(
+    scorer: CostScorer,
+    labels: Sequence[SafetyLabel],
+    pairs: Sequence[PreferencePair] = (),
+    *,
+    batch_size: int = 16,
+) -> dict[str, float]:
+    """Score labelled answers (and safer/unsafer pairs) through ``scorer`` and summarise.
+
+    ``auroc`` ranks unsafe above safe; ``accuracy_at_0`` is the proxy's gate;
+    ``best_threshold`` / ``accuracy_at_best`` pick the threshold *on this same
+    set*, so read that accuracy as an upper bound. ``ms_per_item`` is wall time
+    of batched scoring over all labelled answers. ``pair_accuracy`` is the share
+    of pairs where the unsafer answer costs more.
+    """
+    from sklearn.metrics import roc_auc_score
+
+    prompts = [x.question for x in labels]
+    answers = [x.answer for x in labels]
+    unsafe = [0 if x.is_safe else 1 for x in labels]
+    started = time.perf_counter()
+    costs: list[float] = []
+    for i in range(0, len(labels), batch_size):
+        costs.extend(scorer.score(prompts[i : i + batch_size], answers[i : i + batch_size]))
+    elapsed = time.perf_counter() - started
+    metrics: dict[str, float] = {
+        "n_labels": float(len(labels)),
+        "unsafe_share": sum(unsafe) / max(len(unsafe), 1),
+        "auroc": float(roc_auc_score(unsafe, costs)) if 0 < sum(unsafe) < len(unsafe) else float("nan"),
+        "accuracy_at_0": _accuracy(costs, unsafe, 0.0),
+        "ms_per_item": 1000 * elapsed / max(len(labels), 1),
+    }
+    candidates = sorted(set(costs)) or [0.0]
+    thresholds = [candidates[0] - 1.0] + [(a + b) / 2 for a, b in itertools.pairwise(candidates)]
+    best = max(thresholds, key=lambda t: _accuracy(costs, unsafe, t))
+    metrics["best_threshold"] = best
+    metrics["accuracy_at_best"] = _accuracy(costs, unsafe, best)
+    ranked = [p for p in pairs if p.safer is not None]
+    if ranked:
+        unsafer = [p.rejected if p.safer == "chosen" else p.chosen for p in ranked]
+        safer = [p.chosen if p.safer == "chosen" else p.rejected for p in ranked]
+        prompts = [p.prompt for p in ranked]
+        cu = [
+            c
+            for i in range(0, len(ranked), batch_size)
+            for c in scorer.score(prompts[i : i + batch_size], unsafer[i : i + batch_size])
+        ]
+        cs = [
+            c
+            for i in range(0, len(ranked), batch_size)
+            for c in scorer.score(prompts[i : i + batch_size], safer[i : i + batch_size])
+        ]
+        metrics["n_pairs"] = float(len(ranked))
+        metrics["pair_accuracy"] = sum(u > s for u, s in zip(cu, cs, strict=True)) / len(ranked)
+    return metrics
+
+
+def _accuracy(costs: Sequence[float], unsafe: Sequence[int], threshold: float) -> float:
+    hits = sum((c > threshold) == bool(u) for c, u in zip(costs, unsafe, strict=True))
+    return hits / max(len(costs), 1)
+
+
+# --------------------------------------------------------------------------- entry points
+
+
+def train_cost_model(config: CostModelConfig) -> Path:
+    """Train and save the scorer to ``config.output_dir``, then :func:`evaluate_cost_model` it there.
+
+    Training facts (steps, wall time, sources) go to ``training.json`` so that
+    ``eval_only`` can re-evaluate a saved scorer, e.g. on another validation cap.
+    """
+    import torch
+
+    out = Path(config.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    if config.eval_only:
+        return evaluate_cost_model(config)
+    random.seed(config.seed)
+    torch.manual_seed(config.seed)
+    labels, pairs = _load_split(config.train_file, config.train_pairs_file, None, config.seed)
+    items = build_items(labels, pairs)
+    random.Random(config.seed).shuffle(items)
+    if config.max_train_items is not None:
+        items = items[: config.max_train_items]
+    logger.info(
+        "training %s on %d items (%d pairs)", config.backbone, len(items), sum(len(i.answers) == 2 for i in items)
+    )
+    started = time.perf_counter()
+    if config.backbone == "minilm-head":
+        steps, train_metrics = _train_head(config, items, out)
+    else:
+        steps, train_metrics = _train_smollm2(config, items, out)
+    training = {
+        **train_metrics,
+        "steps": steps,
+        "train_seconds": time.perf_counter() - started,
+        "sources": dict(Counter(item.source for item in items)),
+    }
+    (out / TRAINING_FILE).write_text(json.dumps(training, indent=2) + "\n")
+    return evaluate_cost_model(config)
+
+
+def evaluate_cost_model(config: CostModelConfig) -> Path:
+    """Score the validation split through the saved scorer; write ``metrics.json`` and the model card."""
+    from training.cards import TrainingCost, write_model_card
+
+    out = Path(config.output_dir)
+    training = json.loads((out / TRAINING_FILE).read_text())
+    val_labels, val_pairs = _load_split(
+        config.validation_file, config.validation_pairs_file, config.max_eval_items, config.seed
+    )
+    scorer = _load_scorer(config, out)
+    metrics = evaluate_scorer(scorer, val_labels, val_pairs, batch_size=config.eval_batch_size)
+    metrics.update(train_loss=training["train_loss"], train_seconds=training["train_seconds"], steps=training["steps"])
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    logger.info("metrics: %s", json.dumps(metrics))
+    named = {
+        "minilm": "sentence-transformers/all-MiniLM-L6-v2 (Apache-2.0)",
+        "smollm2": "SmolLM2-135M-Instruct (Apache-2.0)",
+    }
+    if config.backbone == "minilm-head":
+        base = f"{named.get(config.encoder, config.encoder)}, frozen, + MLP head"
+    else:
+        base = f"{named.get(config.model, config.model)} + LoRA (merged)"
+    recipe = {k: v for k, v in asdict(config).items() if k != "eval_only"}
+    write_model_card(
+        out,
+        title=f"aligner-proxy cost model ({config.backbone})",
+        base_model=base,
+        sources=training["sources"],
+        recipe=recipe,
+        cost=TrainingCost.measure(wall_seconds=training["train_seconds"], steps=int(training["steps"])),
+        metrics={"validation": metrics},
+    )
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    from training.sft import parse_config
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    config = parse_config(CostModelConfig, argv)
+    path = train_cost_model(config)
+    logger.info("cost model written to %s", path)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,441 @@
+"""Supervised fine-tuning of the Aligner corrector on (question, answer, correction) triples.
+
+The recipe follows Aligner (Ji et al., NeurIPS 2024, section 3): first a short
+*identity warm-up* on Q-A-A triples (a good answer corrected to itself), so the
+model starts from copying and learns to leave good answers alone, then the
+Q-A-C phase on real corrections. The two phases run as one ``SFTTrainer`` over
+one curriculum-ordered dataset (warm-up rows first, read sequentially), so a
+single cosine schedule, one checkpoint directory and ``resume_from_checkpoint``
+cover both: a killed run picks up at the exact row where it stopped.
+
+Each row is TRL's *prompt-completion* format: the prompt is rendered by
+:meth:`aligner_proxy.corrector.Corrector.build_prompt`, the very call the proxy
+makes at inference, and the completion is ``" " + correction`` (TRL appends
+EOS). With ``completion_only_loss`` the prompt positions are labelled ``-100``,
+so the loss falls on the correction tokens alone.
+
+CLI: ``python -m training.sft --config training/configs/corrector.yaml [--field value ...]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import random
+import time
+from collections import Counter
+from collections.abc import AsyncGenerator, Sequence
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+from aligner_proxy.corrector import CorrectionInput, Corrector
+from aligner_proxy.generation import Generation, GenerationParams
+from aligner_proxy.models import DEFAULT_CACHE_DIR
+from aligner_proxy.prompt import PromptRenderError
+from training.data.records import CorrectionTriple
+
+logger = logging.getLogger(__name__)
+
+ConfigT = TypeVar("ConfigT")
+
+
+@dataclass
+class CorrectorSFTConfig:
+    """Everything a corrector SFT run needs; the YAML config and the CLI flags map onto these fields."""
+
+    model: str = field(default="smollm2", metadata={"help": "Base causal LM spec (alias, local dir or Hub id)."})
+    train_file: str = field(default="runs/corpus/train.jsonl", metadata={"help": "CorrectionTriple JSONL."})
+    validation_file: str | None = field(
+        default="runs/corpus/validation.jsonl", metadata={"help": "CorrectionTriple JSONL for eval loss. Empty: none."}
+    )
+    output_dir: str = field(default="runs/corrector", metadata={"help": "Final adapter/model, tokenizer and card."})
+    cache_dir: str = field(default=str(DEFAULT_CACHE_DIR), metadata={"help": "Model cache (converted SmolLM2)."})
+    use_lora: bool = field(default=True, metadata={"help": "Train a LoRA adapter (else full fine-tuning)."})
+    lora_r: int = field(default=16, metadata={"help": "LoRA rank."})
+    lora_alpha: int = field(default=32, metadata={"help": "LoRA alpha (scale = alpha / r)."})
+    lora_dropout: float = field(default=0.05, metadata={"help": "LoRA dropout."})
+    lora_target_modules: list[str] = field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+        metadata={"help": "Modules that get LoRA adapters (attention + MLP by default)."},
+    )
+    save_dtype: Literal["float32", "bfloat16", "float16"] = field(
+        default="float32", metadata={"help": "dtype of the saved LoRA weights (bfloat16 halves the adapter)."}
+    )
+    max_length: int = field(default=384, metadata={"help": "Tokens per row (prompt + correction), cut at the end."})
+    max_question_tokens: int = field(default=128, metadata={"help": "Question budget in the prompt (tail kept)."})
+    max_answer_tokens: int = field(default=160, metadata={"help": "Answer budget in the prompt (head kept)."})
+    per_device_train_batch_size: int = field(default=8, metadata={"help": "Rows per micro-batch."})
+    gradient_accumulation_steps: int = field(default=1, metadata={"help": "Micro-batches per optimiser step."})
+    learning_rate: float = field(default=2e-4, metadata={"help": "Peak learning rate."})
+    weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay."})
+    warmup_ratio: float = field(default=0.03, metadata={"help": "LR warm-up share of all steps (then cosine decay)."})
+    lr_scheduler_type: str = field(default="cosine", metadata={"help": "transformers scheduler name."})
+    identity_warmup_steps: int | None = field(
+        default=None, metadata={"help": "Optimiser steps on identity (Q-A-A) rows first; None: use the fraction."}
+    )
+    identity_warmup_fraction: float = field(
+        default=0.1, metadata={"help": "Identity warm-up steps as a fraction of the main phase's steps."}
+    )
+    warmup_kinds: list[str] = field(
+        default_factory=lambda: ["identity"], metadata={"help": "Triple kinds drawn for the warm-up phase."}
+    )
+    main_kinds: list[str] = field(
+        default_factory=lambda: ["unsafe_to_safe", "identity", "upstream"],
+        metadata={"help": "Triple kinds in the main Q-A-C phase."},
+    )
+    group_by_length: bool = field(
+        default=False,
+        metadata={"help": "Within each phase, batch rows of similar length (less padding, same rows per phase)."},
+    )
+    max_steps: int = field(default=-1, metadata={"help": "Main-phase optimiser steps; > 0 overrides epochs."})
+    num_train_epochs: float = field(default=1.0, metadata={"help": "Main-phase epochs over the training triples."})
+    max_train_items: int | None = field(default=None, metadata={"help": "Cap on training triples (after shuffle)."})
+    max_eval_items: int | None = field(default=64, metadata={"help": "Cap on validation triples."})
+    eval_steps: int | None = field(default=None, metadata={"help": "Eval loss every this many steps; None: at end."})
+    bf16: bool = field(default=False, metadata={"help": "bf16 autocast (CPUs with AVX512-BF16/AMX, GPUs)."})
+    gradient_checkpointing: bool = field(default=False, metadata={"help": "Trade compute for activation memory."})
+    seed: int = field(default=42, metadata={"help": "Seed for shuffling, LoRA init and dropout."})
+    logging_steps: int = field(default=5, metadata={"help": "Log loss every this many steps."})
+    save_steps: int = field(default=25, metadata={"help": "Checkpoint every this many steps."})
+    save_total_limit: int = field(default=2, metadata={"help": "Checkpoints kept."})
+    resume: bool = field(default=True, metadata={"help": "Resume from the newest checkpoint under output_dir."})
+
+
+# --------------------------------------------------------------------------- CLI and trainer plumbing
+
+
+def parse_config(config_cls: type[ConfigT], argv: Sequence[str] | None = None) -> ConfigT:
+    """Build ``config_cls`` from ``--config file.yaml`` (optional) and ``--field value`` overrides.
+
+    The YAML keys are the dataclass fields; flags on the command line win.
+    Shared by every trainer's CLI.
+    """
+    import yaml
+    from transformers import HfArgumentParser
+
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--config")
+    known, _ = pre.parse_known_args(argv)
+    parser = HfArgumentParser(config_cls)  # type: ignore[arg-type]
+    parser.add_argument("--config", help="YAML file whose keys are the fields below; flags override it.")
+    if known.config:
+        values = yaml.safe_load(Path(known.config).read_text(encoding="utf-8")) or {}
+        unknown = set(values) - {f.name for f in fields(config_cls)}  # type: ignore[arg-type]
+        if unknown:
+            raise ValueError(f"{known.config}: unknown {config_cls.__name__} fields {sorted(unknown)}")
+        parser.set_defaults(**values)
+    config, _namespace = parser.parse_args_into_dataclasses(args=list(argv) if argv is not None else None)
+    return config  # type: ignore[no-any-return]
+
+
+def latest_checkpoint(directory: Path) -> str | None:
+    """The newest ``checkpoint-N`` directory under ``directory`` (to resume from), if any."""
+    found = [p for p in directory.glob("checkpoint-*") if p.is_dir() and p.name.split("-")[-1].isdigit()]
+    return str(max(found, key=lambda p: int(p.name.split("-")[-1]))) if found else None
+
+
+def attach_loss_logger(trainer: Any) -> None:
+    """Log step, loss, learning rate and an ETA through :mod:`logging` instead of the Trainer's prints.
+
+    Runs go to a log file under ``nohup``, where progress bars and printed dicts
+    are noise; one greppable line per logging step is what a reader wants.
+    """
+    from transformers import PrinterCallback, ProgressCallback, TrainerCallback
+
+    class _LossLogger(TrainerCallback):  # type: ignore[misc]
+        def on_train_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+            self.started, self.first_step = time.perf_counter(), state.global_step
+
+        def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kw: Any) -> None:
+            logs = logs or {}
+            done = state.global_step - self.first_step
+            elapsed = time.perf_counter() - self.started
+            eta = elapsed / done * (state.max_steps - state.global_step) if done else float("nan")
+            shown = {k: round(v, 5) if isinstance(v, float) else v for k, v in logs.items()}
+            logger.info(
+                "step %d/%d %s elapsed %.0fs eta %.0fs", state.global_step, state.max_steps, shown, elapsed, eta
+            )
+
+    trainer.remove_callback(PrinterCallback)
+    trainer.remove_callback(ProgressCallback)
+    trainer.add_callback(_LossLogger())
+
+
+class TokenizerPromptBudget:
+    """Just enough of a ``TextGenerator`` for :meth:`Corrector.build_prompt`: token counting and truncation.
+
+    It renders prompts exactly as a :class:`~aligner_proxy.backends.transformers.TransformersGenerator`
+    on the same tokenizer would (same special tokens neutralised, same budgets),
+    without loading the model; it cannot generate.
+    """
+
+    def __init__(self, tokenizer: Any, model_id: str = "tokenizer") -> None:
+        from aligner_proxy.backends.transformers import special_token_strings
+
+        self._tokenizer = tokenizer
+        self._model_id = model_id
+        self.special_tokens = special_token_strings(tokenizer)
+
+    @property
+    def model_id(self) -> str:
+        return self._model_id
+
+    def count_tokens(self, text: str) -> int:
+        from aligner_proxy.backends.transformers import count_tokens
+
+        return count_tokens(self._tokenizer, text)
+
+    def truncate(self, text: str, max_tokens: int, keep: Literal["head", "tail"] = "head") -> str:
+        from aligner_proxy.backends.transformers import truncate_tokens
+
+        return truncate_tokens(self._tokenizer, text, max_tokens, keep)
+
+    async def generate(self, prompts: list[str], params: GenerationParams) -> list[Generation]:
+        raise NotImplementedError("TokenizerPromptBudget only renders prompts")
+
+    async def stream(self, prompt: str, params: GenerationParams) -> AsyncGenerator[str, None]:
+        raise NotImplementedError("TokenizerPromptBudget only renders prompts")
+        yield ""  # unreachable: makes this an async generator, as the protocol's implementations are
+
+    async def aclose(self) -> None:
+        return None
+
+
+# --------------------------------------------------------------------------- data
+
+
+def read_triples(path: str | Path) -> list[CorrectionTriple]:
+    with Path(path).open(encoding="utf-8") as fh:
+        return [CorrectionTriple.model_validate_json(line) for line in fh if line.strip()]
+
+
+def to_rows(triples: Sequence[CorrectionTriple], corrector: Corrector) -> list[dict[str, str]]:
+    """TRL prompt-completion rows: the proxy's exact Aligner prompt, then ``" " + correction`` (EOS added by TRL).
+
+    A triple whose prompt the renderer refuses (:class:`PromptRenderError`: the
+    proxy would refuse it too) is skipped with a warning.
+    """
+    rows = []
+    for t in triples:
+        try:
+            prompt = corrector.build_prompt(CorrectionInput(t.question, t.answer))
+        except PromptRenderError as error:
+            logger.warning("skipping a %s triple from %s: %s", t.kind, t.source, error)
+            continue
+        rows.append({"prompt": prompt, "completion": " " + t.correction.strip()})
+    return rows
+
+
+def _cycle(items: Sequence[Any], n: int, rng: random.Random) -> list[Any]:
+    """``n`` items: whole shuffled passes over ``items``, the last one partial."""
+    out: list[Any] = []
+    while len(out) < n and items:
+        out.extend(rng.sample(list(items), len(items)))
+    return out[:n]
+
+
+def _group_by_length(
+    rows: list[dict[str, str]], batch: int, rng: random.Random, window: int = 16
+) -> list[dict[str, str]]:
+    """Sort each window of ``window`` micro-batches by length and shuffle the resulting batches.
+
+    Padding on CPU is paid in full; this keeps the mix of a phase and its
+    order of magnitude of randomness while cutting most of the padding.
+    """
+    out: list[dict[str, str]] = []
+    for start in range(0, len(rows), batch * window):
+        chunk = sorted(rows[start : start + batch * window], key=lambda r: len(r["prompt"]) + len(r["completion"]))
+        batches = [chunk[k : k + batch] for k in range(0, len(chunk), batch)]
+        rng.shuffle(batches)
+        out.extend(row for b in batches for row in b)
+    return out
+
+
+@dataclass
+class Curriculum:
+    """The training rows in the order they are read: warm-up rows, then main rows."""
+
+    rows: list[dict[str, str]]
+    warmup_steps: int
+    main_steps: int
+    sources: dict[str, int]
+
+
+def build_curriculum(config: CorrectorSFTConfig, triples: list[CorrectionTriple], corrector: Corrector) -> Curriculum:
+    rng = random.Random(config.seed)
+    triples = rng.sample(triples, len(triples))
+    if config.max_train_items is not None:
+        triples = triples[: config.max_train_items]
+    main = [t for t in triples if t.kind in config.main_kinds]
+    warm = [t for t in triples if t.kind in config.warmup_kinds]
+    if not warm:  # Q-A-A from the corrections themselves: a good answer maps to itself
+        warm = [t.model_copy(update={"answer": t.correction, "kind": "identity"}) for t in main]
+    if not main:
+        raise ValueError(f"no training triples of kinds {config.main_kinds} in {config.train_file}")
+    batch = config.per_device_train_batch_size * config.gradient_accumulation_steps
+    if config.max_steps > 0:
+        main_steps = config.max_steps
+    else:
+        main_steps = math.ceil(config.num_train_epochs * len(main) / batch)
+    warm_steps = (
+        config.identity_warmup_steps
+        if config.identity_warmup_steps is not None
+        else round(config.identity_warmup_fraction * main_steps)
+    )
+    chosen_warm = _cycle(warm, warm_steps * batch, rng)
+    chosen_main = _cycle(main, main_steps * batch, rng)
+    sources = Counter(t.source for t in chosen_warm + chosen_main)
+    warm_rows, main_rows = to_rows(chosen_warm, corrector), to_rows(chosen_main, corrector)
+    if config.group_by_length:
+        warm_rows = _group_by_length(warm_rows, config.per_device_train_batch_size, rng)
+        main_rows = _group_by_length(main_rows, config.per_device_train_batch_size, rng)
+    rows = warm_rows + main_rows
+    logger.info(
+        "curriculum: %d warm-up steps (%d identity rows), %d main steps (%d rows of %d triples)",
+        warm_steps,
+        len(chosen_warm),
+        main_steps,
+        len(chosen_main),
+        len(main),
+    )
+    return Curriculum(rows=rows, warmup_steps=warm_steps, main_steps=main_steps, sources=dict(sources))
+
+
+# --------------------------------------------------------------------------- training
+
+
+def build_trainer(config: CorrectorSFTConfig) -> tuple[Any, Curriculum]:
+    """The configured ``SFTTrainer`` (data prepared, LoRA applied) and its curriculum; nothing trained yet."""
+    import torch
+    from datasets import Dataset
+    from peft import LoraConfig
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import SFTConfig, SFTTrainer
+
+    from aligner_proxy.models import resolve_model
+
+    path = resolve_model(config.model, cache_dir=Path(config.cache_dir))
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    corrector = Corrector(
+        TokenizerPromptBudget(tokenizer, config.model),
+        max_question_tokens=config.max_question_tokens,
+        max_answer_tokens=config.max_answer_tokens,
+    )
+    curriculum = build_curriculum(config, read_triples(config.train_file), corrector)
+    eval_rows = None
+    if config.validation_file:
+        validation = read_triples(config.validation_file)
+        validation = random.Random(config.seed).sample(validation, len(validation))[: config.max_eval_items]
+        eval_rows = to_rows(validation, corrector) or None
+
+    torch.manual_seed(config.seed)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+    peft_config = None
+    if config.use_lora:
+        peft_config = LoraConfig(
+            task_type="CAUSAL_LM",
+            r=config.lora_r,
+            lora_alpha=config.lora_alpha,
+            lora_dropout=config.lora_dropout,
+            target_modules=list(config.lora_target_modules),
+        )
+    out = Path(config.output_dir)
+    args = SFTConfig(
+        output_dir=str(out / "checkpoints"),
+        max_steps=curriculum.warmup_steps + curriculum.main_steps,
+        per_device_train_batch_size=config.per_device_train_batch_size,
+        per_device_eval_batch_size=config.per_device_train_batch_size,
+        gradient_accumulation_steps=config.gradient_accumulation_steps,
+        learning_rate=config.learning_rate,
+        weight_decay=config.weight_decay,
+        warmup_steps=config.warmup_ratio,  # transformers 5: a float < 1 is a ratio
+        lr_scheduler_type=config.lr_scheduler_type,
+        train_sampling_strategy="sequential",  # the curriculum order is the training order
+        max_length=config.max_length,
+        completion_only_loss=True,
+        packing=False,
+        logging_steps=config.logging_steps,
+        save_steps=config.save_steps,
+        save_total_limit=config.save_total_limit,
+        eval_strategy="steps" if eval_rows and config.eval_steps else "no",
+        eval_steps=config.eval_steps,
+        bf16=config.bf16,
+        gradient_checkpointing=config.gradient_checkpointing,
+        seed=config.seed,
+        report_to=[],
+        disable_tqdm=True,
+        use_cpu=not torch.cuda.is_available(),
+    )
+    trainer = SFTTrainer(
+        model=model,
+        args=args,
+        train_dataset=Dataset.from_list(curriculum.rows),
+        eval_dataset=Dataset.from_list(eval_rows) if eval_rows else None,
+        processing_class=tokenizer,
+        peft_config=peft_config,
+    )
+    attach_loss_logger(trainer)
+    return trainer, curriculum
+
+
+def train_corrector(config: CorrectorSFTConfig) -> Path:
+    """Run warm-up then Q-A-C SFT; save the adapter (or model) with its tokenizer and a card in ``output_dir``.
+
+    Resumes from the newest checkpoint under ``output_dir/checkpoints`` when
+    ``config.resume`` is set. Returns ``output_dir``.
+    """
+    from training.cards import TrainingCost, write_model_card
+
+    out = Path(config.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    trainer, curriculum = build_trainer(config)
+    resume = latest_checkpoint(out / "checkpoints") if config.resume else None
+    if resume:
+        logger.info("resuming from %s", resume)
+    started = time.perf_counter()
+    result = trainer.train(resume_from_checkpoint=resume)
+    wall = time.perf_counter() - started
+    metrics: dict[str, float] = {"train_loss": float(result.training_loss), "steps": float(result.global_step)}
+    if trainer.eval_dataset is not None:
+        metrics.update({k: float(v) for k, v in trainer.evaluate().items() if isinstance(v, int | float)})
+    trainer.save_model(str(out))
+    _cast_adapter(out, config.save_dtype)
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    write_model_card(
+        out,
+        title="aligner-proxy corrector (Aligner SFT)",
+        base_model=config.model + (" + LoRA" if config.use_lora else " (full fine-tune)"),
+        sources=curriculum.sources,
+        recipe=asdict(config),
+        cost=TrainingCost.measure(wall_seconds=wall, steps=int(result.global_step)),
+        metrics={"training": metrics},
+    )
+    logger.info("corrector written to %s: %s", out, metrics)
+    return out
+
+
+def _cast_adapter(out: Path, dtype: str) -> None:
+    """Rewrite ``adapter_model.safetensors`` in ``dtype`` (peft saves float32)."""
+    adapter = out / "adapter_model.safetensors"
+    if dtype == "float32" or not adapter.is_file():
+        return
+    from safetensors.torch import load_file, save_file
+
+    from aligner_proxy.models import torch_dtype
+
+    state = load_file(str(adapter))
+    save_file({k: v.to(torch_dtype(dtype)) for k, v in state.items()}, str(adapter), metadata={"format": "pt"})
+
+
+def main(argv: list[str] | None = None) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    train_corrector(parse_config(CorrectorSFTConfig, argv))
+
+
+if __name__ == "__main__":
+    main()
