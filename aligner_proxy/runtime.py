@@ -14,6 +14,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from aligner_proxy.batching import model_executor
@@ -26,6 +27,7 @@ from aligner_proxy.scorer import CostScorer
 from aligner_proxy.service import ProxyService, Route
 from aligner_proxy.settings import RouteSettings, Settings
 from aligner_proxy.upstream import EmbeddedUpstream, OpenAIUpstream, Upstream
+from aligner_proxy.weights import resolve_shipped
 
 logger = logging.getLogger(__name__)
 
@@ -63,9 +65,10 @@ class _Loader:
             spec,
             cache_dir=self.settings.cache_dir,
             dtype=self.settings.dtype,
-            adapter=adapter,
+            adapter=resolve_shipped(adapter) if adapter else None,
             pool=self.pool,
             executor=self.executor,
+            model_id=adapter,
             **self.batch_kw,
         )
 
@@ -83,15 +86,24 @@ class _Loader:
         if s.corrector_backend == "vllm":
             from aligner_proxy.backends.vllm import VLLMGenerator
 
-            return VLLMGenerator.load(s.corrector_model, cache_dir=s.cache_dir, adapter=s.corrector_adapter)
-        return self.local_generator(s.corrector_model, s.corrector_adapter)  # type: ignore[no-any-return]
+            adapter = s.corrector_adapter_spec()
+            return VLLMGenerator.load(
+                s.corrector_model, cache_dir=s.cache_dir, adapter=resolve_shipped(adapter) if adapter else None
+            )
+        return self.local_generator(s.corrector_model, s.corrector_adapter_spec())  # type: ignore[no-any-return]
 
     def scorer(self) -> CostScorer:
+        """``heuristic``, a shipped scorer's name, an embedding-head directory, or a classifier."""
         spec = self.settings.scorer
         if spec == "heuristic":
             from aligner_proxy.heuristic import KeywordCostScorer
 
             return KeywordCostScorer()
+        path = resolve_shipped(spec)
+        if (Path(path) / "head_config.json").is_file():
+            from aligner_proxy.backends.embedding import EmbeddingHeadScorer
+
+            return EmbeddingHeadScorer.load(path, cache_dir=self.settings.cache_dir, model_id=spec)
         from aligner_proxy.backends.classifier import SequenceClassifierScorer
 
         return SequenceClassifierScorer.load(spec, cache_dir=self.settings.cache_dir)
@@ -135,6 +147,8 @@ def make_pipeline(
         corrector_generator,
         template=AlignerTemplate(settings.corrector_template),
         params=GenerationParams(max_new_tokens=settings.corrector_max_new_tokens),
+        max_question_tokens=settings.corrector_max_question_tokens,
+        max_answer_tokens=settings.corrector_max_answer_tokens,
     )
     batch_kw: dict[str, Any] = {"max_batch_size": settings.max_batch_size * 4, "max_wait_ms": settings.batch_wait_ms}
     if executor is not None:

@@ -22,6 +22,7 @@ from pydantic_settings import (
 )
 
 from aligner_proxy.prompt import DEFAULT_TEMPLATE
+from aligner_proxy.weights import CORRECTOR, COST_SCORER
 
 Mode = Literal["off", "always", "gated"]
 FailurePolicy = Literal["fail_open", "fail_closed"]
@@ -101,14 +102,24 @@ class Settings(BaseSettings):
     models: list[RouteSettings] = Field(default_factory=list)
 
     # The shared core.
-    corrector_model: str = Field("smollm2", description="path, hub id, or 'smollm2' (prompted zero-shot)")
-    corrector_adapter: str | None = Field(None, description="LoRA adapter directory on top of corrector_model")
+    corrector_model: str = Field("smollm2", description="base model: path, hub id, or 'smollm2'")
+    corrector_adapter: str | None = Field(
+        "auto",
+        description="LoRA adapter: a shipped name or a directory; 'auto' = the shipped Aligner when corrector_model "
+        "is 'smollm2'; 'none' = the base model prompted zero-shot",
+    )
     corrector_backend: CorrectorBackend = "transformers"
     corrector_url: str | None = Field(None, description="completions server for corrector_backend=remote")
     corrector_api_key: SecretStr | None = None
     corrector_template: str = DEFAULT_TEMPLATE
     corrector_max_new_tokens: int = Field(256, ge=1)
-    scorer: str = Field("heuristic", description="'heuristic' or a sequence-classification model path / hub id")
+    corrector_max_question_tokens: int = Field(
+        128, ge=1, description="question budget in the Aligner prompt (tail kept)"
+    )
+    corrector_max_answer_tokens: int = Field(256, ge=1, description="answer budget in the Aligner prompt (head kept)")
+    scorer: str = Field(
+        COST_SCORER, description="a shipped scorer's name, 'heuristic', an embedding-head dir, or a classifier"
+    )
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
 
     # Serving.
@@ -130,6 +141,15 @@ class Settings(BaseSettings):
         if self.corrector_backend == "remote" and not self.corrector_url:
             raise ValueError("corrector_backend=remote needs corrector_url")
         return self
+
+    def corrector_adapter_spec(self) -> str | None:
+        """The adapter to load: resolves ``auto`` and ``none``."""
+        adapter = self.corrector_adapter
+        if adapter is None or adapter.lower() in ("", "none"):
+            return None
+        if adapter == "auto":
+            return CORRECTOR if self.corrector_model == "smollm2" else None
+        return adapter
 
     def routes(self) -> list[RouteSettings]:
         """The served models: the YAML list, or the one route built from the flat fields."""

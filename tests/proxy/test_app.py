@@ -127,7 +127,7 @@ def test_serve_embedded_smollm2_corrects_a_harmful_answer() -> None:
         assert raw.headers["x-aligner-status"] == aligner["status"] == "modified"
         assert aligner["original"] and completion.choices[0].message.content
         assert completion.choices[0].message.content != aligner["original"]
-        assert aligner["scorer"] == "heuristic-keyword-v0"
+        assert aligner["scorer"] == "cost-minilm-v1" and aligner["corrector"] == "aligner-smollm2-lora-v1"
     finally:
         process.terminate()
         output, _ = process.communicate(timeout=30)
