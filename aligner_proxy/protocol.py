@@ -97,18 +97,10 @@ class ChatMessageIn(_Open):
         return "".join(str(part.get("text", "")) for part in self.content if part.get("type") == "text")
 
 
-class ChatCompletionRequest(_Open):
-    model: str
-    messages: list[ChatMessageIn] = Field(min_length=1)
-    stream: bool = False
-    n: int = Field(1, ge=1, le=16)
-    max_tokens: int | None = Field(None, ge=1)
-    max_completion_tokens: int | None = Field(None, ge=1)
-    temperature: float | None = Field(None, ge=0, le=2)
-    top_p: float | None = Field(None, gt=0, le=1)
+class _Forwarded(_Open):
+    """What both generation requests share: stop strings and the body sent upstream."""
+
     stop: str | list[str] | None = None
-    seed: int | None = None
-    aligner: AlignerOptions | None = None
 
     def stop_list(self) -> list[str]:
         if self.stop is None:
@@ -120,6 +112,20 @@ class ChatCompletionRequest(_Open):
         body = self.model_dump(exclude={"aligner"}, exclude_unset=True)
         body["model"] = model
         return body
+
+
+class ChatCompletionRequest(_Forwarded):
+    model: str
+    messages: list[ChatMessageIn] = Field(min_length=1)
+    stream: bool = False
+    n: int = Field(1, ge=1, le=16)
+    max_tokens: int | None = Field(None, ge=1)
+    max_completion_tokens: int | None = Field(None, ge=1)
+    temperature: float | None = Field(None, ge=0, le=2)
+    top_p: float | None = Field(None, gt=0, le=1)
+    stop: str | list[str] | None = None
+    seed: int | None = None
+    aligner: AlignerOptions | None = None
 
 
 class ResponseMessage(_Open):
@@ -175,7 +181,7 @@ class ChatCompletionChunk(_Open):
 # ----------------------------------------------------------------- completions
 
 
-class CompletionRequest(_Open):
+class CompletionRequest(_Forwarded):
     model: str
     prompt: str | list[str]
     stream: bool = False
@@ -190,16 +196,6 @@ class CompletionRequest(_Open):
 
     def prompts(self) -> list[str]:
         return [self.prompt] if isinstance(self.prompt, str) else list(self.prompt)
-
-    def stop_list(self) -> list[str]:
-        if self.stop is None:
-            return []
-        return [self.stop] if isinstance(self.stop, str) else list(self.stop)
-
-    def upstream_body(self, model: str) -> dict[str, Any]:
-        body = self.model_dump(exclude={"aligner"}, exclude_unset=True)
-        body["model"] = model
-        return body
 
 
 class CompletionChoice(_Open):

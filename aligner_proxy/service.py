@@ -23,6 +23,7 @@ from aligner_proxy.policy import AlignmentPipeline, Outcome, PolicyConfig
 from aligner_proxy.protocol import (
     AlignerAnnotation,
     AlignerOptions,
+    ChatChoice,
     ChatCompletionChunk,
     ChatCompletionRequest,
     ChatCompletionResponse,
@@ -187,6 +188,31 @@ class ProxyService:
             choices=choices,
         )
 
+    def _settle(
+        self,
+        route: Route,
+        config: PolicyConfig,
+        options: AlignerOptions | None,
+        aligned: list[tuple[ChatChoice | CompletionChoice, Outcome]],
+        n_choices: int,
+        *,
+        upstream_ms: float,
+        start: float,
+    ) -> AlignerAnnotation:
+        """Mark blocked choices as filtered and annotate the response (texts are already set)."""
+        for choice, outcome in aligned:
+            if outcome.status == "blocked":
+                choice.finish_reason = "content_filter"
+        return self._annotate(
+            route,
+            config,
+            {choice.index: outcome for choice, outcome in aligned},
+            n_choices,
+            upstream_ms=upstream_ms,
+            start=start,
+            return_original=(options or AlignerOptions()).return_original,
+        )
+
     def _count_upstream_usage(self, usage: Usage | None) -> None:
         if usage is not None:
             self.metrics.count_tokens("upstream", usage.prompt_tokens, usage.completion_tokens)
@@ -208,21 +234,16 @@ class ProxyService:
             score_prompts=[last_user] * len(alignable),
             request_id=request_id,
         )
-        by_index: dict[int, Outcome] = {}
         for choice, outcome in zip(alignable, outcomes, strict=True):
             choice.message.content = outcome.text
-            if outcome.status == "blocked":
-                choice.finish_reason = "content_filter"
-            by_index[choice.index] = outcome
-        options = request.aligner or AlignerOptions()
-        response.aligner = self._annotate(
+        response.aligner = self._settle(
             route,
             config,
-            by_index,
+            request.aligner,
+            list(zip(alignable, outcomes, strict=True)),
             len(response.choices),
             upstream_ms=upstream_ms,
             start=start,
-            return_original=options.return_original,
         )
         return response
 
@@ -240,21 +261,16 @@ class ProxyService:
         outcomes = await self.pipeline.align(
             [CorrectionInput(question=q, answer=c.text) for c, q in alignable], config, request_id=request_id
         )
-        by_index: dict[int, Outcome] = {}
         for (choice, _), outcome in zip(alignable, outcomes, strict=True):
             choice.text = outcome.text
-            if outcome.status == "blocked":
-                choice.finish_reason = "content_filter"
-            by_index[choice.index] = outcome
-        options = request.aligner or AlignerOptions()
-        response.aligner = self._annotate(
+        response.aligner = self._settle(
             route,
             config,
-            by_index,
+            request.aligner,
+            [(c, o) for (c, _), o in zip(alignable, outcomes, strict=True)],
             len(response.choices),
             upstream_ms=upstream_ms,
             start=start,
-            return_original=options.return_original,
         )
         return response
 
