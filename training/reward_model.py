@@ -28,7 +28,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from aligner_proxy.backends.embedding import fit_scoring_text
+from aligner_proxy.backends.classifier import fit_scoring_text
 from aligner_proxy.models import DEFAULT_CACHE_DIR
 from training.data.records import PreferencePair
 

