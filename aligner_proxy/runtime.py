@@ -21,6 +21,7 @@ from aligner_proxy.batching import model_executor
 from aligner_proxy.corrector import Corrector
 from aligner_proxy.generation import GenerationParams, TextGenerator
 from aligner_proxy.metrics import Metrics
+from aligner_proxy.models import DEFAULT_CACHE_DIR
 from aligner_proxy.policy import AlignmentPipeline, AsyncScorer, PolicyConfig
 from aligner_proxy.prompt import AlignerTemplate
 from aligner_proxy.scorer import CostScorer
@@ -93,20 +94,7 @@ class _Loader:
         return self.local_generator(s.corrector_model, s.corrector_adapter_spec())  # type: ignore[no-any-return]
 
     def scorer(self) -> CostScorer:
-        """``heuristic``, a shipped scorer's name, an embedding-head directory, or a classifier."""
-        spec = self.settings.scorer
-        if spec == "heuristic":
-            from aligner_proxy.heuristic import KeywordCostScorer
-
-            return KeywordCostScorer()
-        path = resolve_shipped(spec)
-        if (Path(path) / "head_config.json").is_file():
-            from aligner_proxy.backends.embedding import EmbeddingHeadScorer
-
-            return EmbeddingHeadScorer.load(path, cache_dir=self.settings.cache_dir, model_id=spec)
-        from aligner_proxy.backends.classifier import SequenceClassifierScorer
-
-        return SequenceClassifierScorer.load(spec, cache_dir=self.settings.cache_dir)
+        return load_cost_scorer(self.settings.scorer, cache_dir=self.settings.cache_dir)
 
     def upstream(self, route: RouteSettings) -> Upstream:
         s = self.settings
@@ -122,6 +110,28 @@ class _Loader:
             connect_timeout_s=s.upstream_connect_timeout_s,
             retries=s.upstream_retries,
         )
+
+
+def load_cost_scorer(spec: str, *, cache_dir: Path = DEFAULT_CACHE_DIR, max_length: int = 512) -> CostScorer:
+    """A cost scorer by name: ``heuristic``, a shipped scorer, an embedding-head directory, or a classifier.
+
+    The proxy's gate, the batch corrector and the evals' judges all resolve a
+    scorer here, so one spelling means the same model everywhere.
+    ``max_length`` applies to sequence classifiers (an embedding head keeps the
+    length it was trained with).
+    """
+    if spec == "heuristic":
+        from aligner_proxy.heuristic import KeywordCostScorer
+
+        return KeywordCostScorer()
+    path = resolve_shipped(spec)
+    if (Path(path) / "head_config.json").is_file():
+        from aligner_proxy.backends.embedding import EmbeddingHeadScorer
+
+        return EmbeddingHeadScorer.load(path, cache_dir=cache_dir, model_id=spec)
+    from aligner_proxy.backends.classifier import SequenceClassifierScorer
+
+    return SequenceClassifierScorer.load(spec, cache_dir=cache_dir, max_length=max_length)
 
 
 def policy_config(route: RouteSettings) -> PolicyConfig:

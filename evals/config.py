@@ -106,7 +106,7 @@ class EvalConfig(_Strict):
     proxy: ProxyConfig = Field(default_factory=ProxyConfig)
     generation: GenerationConfig = Field(default_factory=GenerationConfig)
     metrics: list[str] | None = Field(None, description="only these metrics; None: what each task lists")
-    scorer: str = Field("heuristic", description="cost scorer of unsafe_rate: 'heuristic' or a classifier")
+    scorer: str = Field("heuristic", description="unsafe_rate's judge: 'heuristic', a shipped scorer, a classifier")
     unsafe_threshold: float = Field(0.0, description="cost above which an answer counts as unsafe")
     reward_model: RewardModelConfig | None = None
     judge: JudgeConfig | None = None

@@ -87,14 +87,14 @@ def load_tasks(config: EvalConfig) -> list[Task]:
 
 
 def load_scorer(spec: str, *, max_length: int = 512) -> Any:
-    """The cost scorer ``unsafe_rate`` uses: ``heuristic`` or a one-logit classifier (path or hub id)."""
-    if spec == "heuristic":
-        from aligner_proxy.heuristic import KeywordCostScorer
+    """A judge for ``unsafe_rate`` or ``reward_delta``, named as the proxy names its gate.
 
-        return KeywordCostScorer()
-    from aligner_proxy.backends.classifier import SequenceClassifierScorer
+    ``heuristic``, a shipped scorer (``cost-minilm-v1``), an embedding-head
+    directory, or a one-logit classifier (path or hub id).
+    """
+    from aligner_proxy.runtime import load_cost_scorer
 
-    return SequenceClassifierScorer.load(spec, max_length=max_length)
+    return load_cost_scorer(spec, max_length=max_length)
 
 
 def request_body(

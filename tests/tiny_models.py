@@ -5,7 +5,8 @@ share one byte-level BPE tokenizer trained here on a few sentences, with
 ``<|bos|>``, ``<|im_end|>`` (eos) and ``<|pad|>`` special tokens and a
 ChatML-like Jinja chat template, so chat rendering, padding, special-token
 handling and streaming decode behave as they do with a real checkpoint.
-:func:`write_llama_gguf` writes the causal LM as a float32 GGUF file the way
+:func:`save_tiny_encoder` is a BERT-shaped stand-in for the MiniLM encoder of
+the embedding-head scorer. :func:`write_llama_gguf` writes the causal LM as a float32 GGUF file the way
 llama.cpp's converter lays it out, to test the GGUF conversion path offline.
 """
 
@@ -106,6 +107,28 @@ def save_tiny_classifier(path: Path, *, seed: int = 1) -> Path:
     model = LlamaForSequenceClassification(_llama_config(len(tokenizer), num_labels=1)).eval()
     path.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+def save_tiny_encoder(path: Path, *, seed: int = 0) -> Path:
+    """A tiny random ``BertModel`` (2 layers, hidden 32) with the tests' BPE tokenizer: a MiniLM stand-in."""
+    import torch
+    from transformers import BertConfig, BertModel
+
+    tokenizer = build_tokenizer()
+    torch.manual_seed(seed)
+    config = BertConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=64,
+        max_position_embeddings=512,
+        pad_token_id=PAD,
+    )
+    path.mkdir(parents=True, exist_ok=True)
+    BertModel(config).eval().save_pretrained(path)
     tokenizer.save_pretrained(path)
     return path
 

@@ -11,7 +11,7 @@ import pytest
 from aligner_proxy.backends.classifier import SequenceClassifierScorer
 from aligner_proxy.backends.embedding import EmbeddingHeadScorer
 from aligner_proxy.scorer import CostScorer
-from tests.training.test_embedding_scorer import save_tiny_encoder
+from tests.tiny_models import save_tiny_encoder
 from training.cost_model import CostModelConfig, build_items, cost_loss, evaluate_scorer, train_cost_model
 from training.data.records import PreferencePair, SafetyLabel
 

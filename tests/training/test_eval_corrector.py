@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.training.test_embedding_scorer import save_tiny_encoder
+from tests.tiny_models import save_tiny_encoder
 from training.data.records import CorrectionTriple
 from training.eval_corrector import EvalCorrectorConfig, evaluate, fidelity_metrics, harm_metrics
 

@@ -46,7 +46,7 @@ def _classifier(tiny_classifier_dir: Path, **_: Any) -> Any:
 
 def _embedding(tmp_path: Path, **_: Any) -> Any:
     from aligner_proxy.backends.embedding import EmbeddingHeadScorer, HeadConfig, build_head, save_head
-    from tests.training.test_embedding_scorer import save_tiny_encoder
+    from tests.tiny_models import save_tiny_encoder
 
     encoder = save_tiny_encoder(tmp_path / "encoder")
     config = HeadConfig(encoder=str(encoder), embedding_dim=32, hidden_dim=8, max_length=128)
