@@ -249,7 +249,7 @@ def _train_smollm2(config: CostModelConfig, items: list[CostItem], out: Path) ->
     from transformers import AutoModelForSequenceClassification, AutoTokenizer, TrainingArguments
 
     from aligner_proxy.models import resolve_model, torch_dtype
-    from training.sft import attach_loss_logger, latest_checkpoint
+    from training.trainers import attach_loss_logger, latest_checkpoint, trainer_args
 
     path = resolve_model(config.model, cache_dir=Path(config.cache_dir))
     tokenizer = AutoTokenizer.from_pretrained(path)
@@ -269,23 +269,7 @@ def _train_smollm2(config: CostModelConfig, items: list[CostItem], out: Path) ->
     model = get_peft_model(model, lora)
     checkpoints = out / "checkpoints"
     args = TrainingArguments(
-        output_dir=str(checkpoints),
-        per_device_train_batch_size=config.per_device_train_batch_size,
-        gradient_accumulation_steps=config.gradient_accumulation_steps,
-        learning_rate=config.learning_rate,
-        weight_decay=config.weight_decay,
-        warmup_steps=config.warmup_ratio,  # transformers 5: a float < 1 is a ratio
-        lr_scheduler_type="cosine",
-        num_train_epochs=config.num_train_epochs,
-        max_steps=config.max_steps,
-        logging_steps=config.logging_steps,
-        save_steps=config.save_steps,
-        save_total_limit=2,
-        seed=config.seed,
-        remove_unused_columns=False,
-        report_to=[],
-        disable_tqdm=True,
-        use_cpu=not torch.cuda.is_available(),
+        **trainer_args(config, checkpoints, weight_decay=config.weight_decay, remove_unused_columns=False)
     )
     trainer = _trainer_class()(
         model=model,
@@ -525,7 +509,7 @@ def evaluate_cost_model(config: CostModelConfig) -> Path:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from training.sft import parse_config
+    from training.trainers import parse_config
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     config = parse_config(CostModelConfig, argv)

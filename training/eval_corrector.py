@@ -150,7 +150,7 @@ def evaluate(config: EvalCorrectorConfig) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from training.sft import parse_config
+    from training.trainers import parse_config
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     config = parse_config(EvalCorrectorConfig, argv)

@@ -116,7 +116,7 @@ def train_reward_model(config: RewardModelConfig) -> Path:
     from aligner_proxy.backends.classifier import SequenceClassifierScorer
     from aligner_proxy.models import resolve_model, torch_dtype
     from training.cards import TrainingCost, write_model_card
-    from training.sft import attach_loss_logger, latest_checkpoint
+    from training.trainers import attach_loss_logger, latest_checkpoint, trainer_args
 
     out = Path(config.output_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -140,25 +140,14 @@ def train_reward_model(config: RewardModelConfig) -> Path:
             modules_to_save=["score"],
         )
     args = RewardConfig(
-        output_dir=str(out / "checkpoints"),
-        max_length=config.max_length,
-        per_device_train_batch_size=config.per_device_train_batch_size,
-        gradient_accumulation_steps=config.gradient_accumulation_steps,
-        learning_rate=config.learning_rate,
-        warmup_steps=config.warmup_ratio,  # transformers 5: a float < 1 is a ratio
-        lr_scheduler_type="cosine",
-        num_train_epochs=config.num_train_epochs,
-        max_steps=config.max_steps,
-        center_rewards_coefficient=config.center_rewards_coefficient,
-        logging_steps=config.logging_steps,
-        save_steps=config.save_steps,
-        save_total_limit=2,
-        seed=config.seed,
-        bf16=False,
-        gradient_checkpointing=False,
-        report_to=[],
-        disable_tqdm=True,
-        use_cpu=not torch.cuda.is_available(),
+        **trainer_args(
+            config,
+            out / "checkpoints",
+            max_length=config.max_length,
+            center_rewards_coefficient=config.center_rewards_coefficient,
+            bf16=False,
+            gradient_checkpointing=False,
+        )
     )
     trainer = RewardTrainer(
         model=model,
@@ -225,7 +214,7 @@ def evaluate_pairs(
 
 
 def main(argv: list[str] | None = None) -> None:
-    from training.sft import parse_config
+    from training.trainers import parse_config
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     train_reward_model(parse_config(RewardModelConfig, argv))

@@ -19,7 +19,6 @@ CLI: ``python -m training.sft --config training/configs/corrector.yaml [--field 
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import math
@@ -27,19 +26,18 @@ import random
 import time
 from collections import Counter
 from collections.abc import AsyncGenerator, Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal
 
 from aligner_proxy.corrector import CorrectionInput, Corrector
 from aligner_proxy.generation import Generation, GenerationParams
 from aligner_proxy.models import DEFAULT_CACHE_DIR
 from aligner_proxy.prompt import PromptRenderError
 from training.data.records import CorrectionTriple
+from training.trainers import attach_loss_logger, latest_checkpoint, parse_config, trainer_args
 
 logger = logging.getLogger(__name__)
-
-ConfigT = TypeVar("ConfigT")
 
 
 @dataclass
@@ -102,66 +100,6 @@ class CorrectorSFTConfig:
     save_steps: int = field(default=25, metadata={"help": "Checkpoint every this many steps."})
     save_total_limit: int = field(default=2, metadata={"help": "Checkpoints kept."})
     resume: bool = field(default=True, metadata={"help": "Resume from the newest checkpoint under output_dir."})
-
-
-# --------------------------------------------------------------------------- CLI and trainer plumbing
-
-
-def parse_config(config_cls: type[ConfigT], argv: Sequence[str] | None = None) -> ConfigT:
-    """Build ``config_cls`` from ``--config file.yaml`` (optional) and ``--field value`` overrides.
-
-    The YAML keys are the dataclass fields; flags on the command line win.
-    Shared by every trainer's CLI.
-    """
-    import yaml
-    from transformers import HfArgumentParser
-
-    pre = argparse.ArgumentParser(add_help=False)
-    pre.add_argument("--config")
-    known, _ = pre.parse_known_args(argv)
-    parser = HfArgumentParser(config_cls)  # type: ignore[arg-type]
-    parser.add_argument("--config", help="YAML file whose keys are the fields below; flags override it.")
-    if known.config:
-        values = yaml.safe_load(Path(known.config).read_text(encoding="utf-8")) or {}
-        unknown = set(values) - {f.name for f in fields(config_cls)}  # type: ignore[arg-type]
-        if unknown:
-            raise ValueError(f"{known.config}: unknown {config_cls.__name__} fields {sorted(unknown)}")
-        parser.set_defaults(**values)
-    config, _namespace = parser.parse_args_into_dataclasses(args=list(argv) if argv is not None else None)
-    return config  # type: ignore[no-any-return]
-
-
-def latest_checkpoint(directory: Path) -> str | None:
-    """The newest ``checkpoint-N`` directory under ``directory`` (to resume from), if any."""
-    found = [p for p in directory.glob("checkpoint-*") if p.is_dir() and p.name.split("-")[-1].isdigit()]
-    return str(max(found, key=lambda p: int(p.name.split("-")[-1]))) if found else None
-
-
-def attach_loss_logger(trainer: Any) -> None:
-    """Log step, loss, learning rate and an ETA through :mod:`logging` instead of the Trainer's prints.
-
-    Runs go to a log file under ``nohup``, where progress bars and printed dicts
-    are noise; one greppable line per logging step is what a reader wants.
-    """
-    from transformers import PrinterCallback, ProgressCallback, TrainerCallback
-
-    class _LossLogger(TrainerCallback):  # type: ignore[misc]
-        def on_train_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
-            self.started, self.first_step = time.perf_counter(), state.global_step
-
-        def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kw: Any) -> None:
-            logs = logs or {}
-            done = state.global_step - self.first_step
-            elapsed = time.perf_counter() - self.started
-            eta = elapsed / done * (state.max_steps - state.global_step) if done else float("nan")
-            shown = {k: round(v, 5) if isinstance(v, float) else v for k, v in logs.items()}
-            logger.info(
-                "step %d/%d %s elapsed %.0fs eta %.0fs", state.global_step, state.max_steps, shown, elapsed, eta
-            )
-
-    trainer.remove_callback(PrinterCallback)
-    trainer.remove_callback(ProgressCallback)
-    trainer.add_callback(_LossLogger())
 
 
 class TokenizerPromptBudget:
@@ -346,30 +284,23 @@ def build_trainer(config: CorrectorSFTConfig) -> tuple[Any, Curriculum]:
         )
     out = Path(config.output_dir)
     args = SFTConfig(
-        output_dir=str(out / "checkpoints"),
-        max_steps=curriculum.warmup_steps + curriculum.main_steps,
-        per_device_train_batch_size=config.per_device_train_batch_size,
-        per_device_eval_batch_size=config.per_device_train_batch_size,
-        gradient_accumulation_steps=config.gradient_accumulation_steps,
-        learning_rate=config.learning_rate,
-        weight_decay=config.weight_decay,
-        warmup_steps=config.warmup_ratio,  # transformers 5: a float < 1 is a ratio
-        lr_scheduler_type=config.lr_scheduler_type,
-        train_sampling_strategy="sequential",  # the curriculum order is the training order
-        max_length=config.max_length,
-        completion_only_loss=True,
-        packing=False,
-        logging_steps=config.logging_steps,
-        save_steps=config.save_steps,
-        save_total_limit=config.save_total_limit,
-        eval_strategy="steps" if eval_rows and config.eval_steps else "no",
-        eval_steps=config.eval_steps,
-        bf16=config.bf16,
-        gradient_checkpointing=config.gradient_checkpointing,
-        seed=config.seed,
-        report_to=[],
-        disable_tqdm=True,
-        use_cpu=not torch.cuda.is_available(),
+        **trainer_args(
+            config,
+            out / "checkpoints",
+            max_steps=curriculum.warmup_steps + curriculum.main_steps,
+            per_device_eval_batch_size=config.per_device_train_batch_size,
+            weight_decay=config.weight_decay,
+            lr_scheduler_type=config.lr_scheduler_type,
+            train_sampling_strategy="sequential",  # the curriculum order is the training order
+            max_length=config.max_length,
+            completion_only_loss=True,
+            packing=False,
+            save_total_limit=config.save_total_limit,
+            eval_strategy="steps" if eval_rows and config.eval_steps else "no",
+            eval_steps=config.eval_steps,
+            bf16=config.bf16,
+            gradient_checkpointing=config.gradient_checkpointing,
+        )
     )
     trainer = SFTTrainer(
         model=model,

@@ -60,7 +60,8 @@ def _eval_tables(eval_file: str | None) -> dict[str, dict[str, Any]]:
 
 def ship(config: ShipCorrectorConfig) -> Path:
     from training.cards import TrainingCost, write_model_card
-    from training.sft import CorrectorSFTConfig, _cast_adapter, build_curriculum, parse_config, read_triples
+    from training.sft import CorrectorSFTConfig, _cast_adapter, build_curriculum, read_triples
+    from training.trainers import parse_config
 
     run = parse_config(CorrectorSFTConfig, ["--config", config.run_config])
     source, destination = Path(config.source), Path(config.destination)
@@ -116,7 +117,7 @@ def ship(config: ShipCorrectorConfig) -> Path:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from training.sft import parse_config
+    from training.trainers import parse_config
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     ship(parse_config(ShipCorrectorConfig, argv))

@@ -120,8 +120,11 @@ class WeakToStrongConfig:
         default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"],
         metadata={"help": "Modules that get LoRA adapters."},
     )
-    max_steps: int = field(default=40, metadata={"help": "Optimiser steps per round."})
+    max_steps: int = field(default=40, metadata={"help": "Optimiser steps per round (0 or less: epochs decide)."})
+    num_train_epochs: float = field(default=1.0, metadata={"help": "Epochs per round when max_steps <= 0."})
     per_device_train_batch_size: int = field(default=4, metadata={"help": "Rows per micro-batch."})
+    gradient_accumulation_steps: int = field(default=1, metadata={"help": "Micro-batches per optimiser step."})
+    warmup_ratio: float = field(default=0.0, metadata={"help": "Linear warm-up share of the steps, then cosine."})
     learning_rate: float | None = field(
         default=None, metadata={"help": "Peak learning rate (None: 2e-4 for SFT, 5e-5 for DPO)."}
     )
@@ -412,7 +415,7 @@ def fine_tune(
 
     from aligner_proxy.models import resolve_model
     from training.cards import TrainingCost, write_model_card
-    from training.sft import attach_loss_logger, latest_checkpoint
+    from training.trainers import attach_loss_logger, latest_checkpoint, trainer_args
 
     path = resolve_model(start, cache_dir=Path(config.cache_dir))
     tokenizer = AutoTokenizer.from_pretrained(path)
@@ -427,20 +430,12 @@ def fine_tune(
         lora_dropout=config.lora_dropout,
         target_modules=list(config.lora_target_modules),
     )
-    common: dict[str, Any] = dict(
-        output_dir=str(round_dir / "checkpoints"),
-        max_steps=config.max_steps,
-        per_device_train_batch_size=config.per_device_train_batch_size,
+    common = trainer_args(
+        config,
+        round_dir / "checkpoints",
         learning_rate=config.learning_rate or (2e-4 if config.method == "sft" else 5e-5),
-        lr_scheduler_type="cosine",
         max_length=config.max_length,
-        logging_steps=config.logging_steps,
-        save_steps=config.save_steps,
         save_total_limit=1,
-        seed=config.seed,
-        report_to=[],
-        disable_tqdm=True,
-        use_cpu=not torch.cuda.is_available(),
     )
     if config.method == "sft":
         from trl import SFTConfig, SFTTrainer
@@ -602,7 +597,7 @@ def main(argv: list[str] | None = None) -> None:
     from rich.console import Console
     from rich.markdown import Markdown
 
-    from training.sft import parse_config
+    from training.trainers import parse_config
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     report = run(parse_config(WeakToStrongConfig, argv))

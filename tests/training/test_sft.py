@@ -16,7 +16,8 @@ from aligner_proxy.corrector import CorrectionInput, Corrector
 from aligner_proxy.generation import GenerationParams
 from tests.tiny_models import EOS
 from training.data.records import CorrectionTriple
-from training.sft import CorrectorSFTConfig, Curriculum, build_trainer, parse_config, train_corrector
+from training.sft import CorrectorSFTConfig, Curriculum, build_trainer, train_corrector
+from training.trainers import parse_config
 
 IDENTITY = [
     ("How do I bake bread?", "Mix flour and water, knead and bake it."),

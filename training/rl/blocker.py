@@ -423,7 +423,7 @@ def train_blocker(config: BlockerConfig) -> Path:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from training.sft import parse_config
+    from training.trainers import parse_config
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     train_blocker(parse_config(BlockerConfig, argv))

@@ -163,7 +163,7 @@ def train_grpo(config: GRPOLagrangianConfig, prompts: Sequence[str] | None = Non
 
 
 def main(argv: list[str] | None = None) -> None:
-    from training.sft import parse_config
+    from training.trainers import parse_config
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     metrics = train_grpo(parse_config(GRPOLagrangianConfig, argv))

@@ -68,7 +68,15 @@ class PPOConfig(MultiObjectiveConfig):
         default_factory=lambda: ["helpful:reward:identity:non-refusal", "harm:cost:sigmoid:keyword"],
         metadata={
             "help": "name:kind:transform:scorer per objective; kind reward|cost, transform identity|sigmoid|negate, "
-            "scorer a build_scorer spec (keyword, non-refusal, classifier:DIR, blocker:DIR, seq2seq:DIR)."
+            "scorer a build_scorer spec (keyword, non-refusal, embedding:DIR|NAME, classifier:DIR, blocker:DIR, "
+            "seq2seq:DIR)."
+        },
+    )
+    eval_objectives: list[str] = field(
+        default_factory=list,
+        metadata={
+            "help": "Objectives (same spec) measured before / after but never trained on: an independent judge "
+            "shows whether the policy learned the trained scorer's blind spots instead of being safer."
         },
     )
     data_dir: str = field(default="/work/shared/data", metadata={"help": "Shared data (prompts)."})
@@ -418,12 +426,13 @@ def run_demo(config: PPOConfig, prompts: tuple[list[Prompt], list[Prompt]] | Non
         )
     train, evaluation = prompts
     objectives = [parse_objective(s, cache_dir=Path(config.cache_dir)) for s in config.objectives]
+    measured = objectives + [parse_objective(s, cache_dir=Path(config.cache_dir)) for s in config.eval_objectives]
     started = time.perf_counter()
     trainer = PPOTrainer(config, objectives)
-    before, before_samples = evaluate_policy(trainer.policy, objectives, evaluation, config)
+    before, before_samples = evaluate_policy(trainer.policy, measured, evaluation, config)
     logger.info("before: %s", json.dumps(before))
     history = trainer.train(train)
-    after, after_samples = evaluate_policy(trainer.policy, objectives, evaluation, config)
+    after, after_samples = evaluate_policy(trainer.policy, measured, evaluation, config)
     logger.info("after: %s", json.dumps(after))
     metrics = {
         "before": before,
@@ -459,7 +468,7 @@ def run_demo(config: PPOConfig, prompts: tuple[list[Prompt], list[Prompt]] | Non
 
 
 def main(argv: list[str] | None = None) -> None:
-    from training.sft import parse_config
+    from training.trainers import parse_config
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     metrics = run_demo(parse_config(PPOConfig, argv))

@@ -336,7 +336,7 @@ class Seq2SeqRewardModel:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from training.sft import parse_config
+    from training.trainers import parse_config
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     train_seq2seq_rm(parse_config(Seq2SeqRMConfig, argv))

