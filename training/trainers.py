@@ -50,13 +50,15 @@ class ScheduleConfig(Protocol):
 
     per_device_train_batch_size: int
     gradient_accumulation_steps: int
-    learning_rate: float
     warmup_ratio: float
     num_train_epochs: float
     max_steps: int
     logging_steps: int
     save_steps: int
     seed: int
+
+    @property
+    def learning_rate(self) -> float | None: ...  # None: the caller passes ``learning_rate=`` in overrides
 
 
 def trainer_args(config: ScheduleConfig, output_dir: Path, **overrides: Any) -> dict[str, Any]:

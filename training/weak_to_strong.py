@@ -25,7 +25,7 @@ is fine-tuned on the rewrites. One round here is:
    when one is configured.
 
 Prompts are split train / eval *by prompt* with the corpus builder's hash
-(:func:`training.data.corpus.split_of`); with the default fraction and seed the
+(:func:`training.data.splits.split_of`); with the default fraction and seed the
 eval prompts are the corrector corpus's validation prompts, unseen by the
 shipped corrector too. Policy prompts are rendered with the policy's own chat
 template (or ``Question: ...\\nAnswer:`` for a model without one), identically
@@ -157,8 +157,8 @@ def load_prompts(config: WeakToStrongConfig) -> tuple[list[list[dict[str, Any]]]
     asking for more rounds extends the earlier rounds' prompts instead of
     changing them.
     """
-    from training.data.corpus import dedupe, hash_sample, question_key, split_of
     from training.data.loaders import Instruction, load
+    from training.data.splits import dedupe, hash_sample, question_key, split_of
 
     pools: dict[str, dict[str, list[dict[str, Any]]]] = {}
     for kind, name in (("harmful", config.harmful_file), ("benign", config.benign_file)):

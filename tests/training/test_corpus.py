@@ -1,127 +1,19 @@
-"""The corpus build on tiny data written here, with a fake generator: splits, dedup, resumable generation, files."""
+"""The corpus build on tiny data written here, with a fake generator: splits, dedup, cache reuse, limits, files, CLI."""
 
 from __future__ import annotations
 
 import csv
 import gzip
 import json
-from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
 
-from aligner_proxy.generation import ChatMessage, Generation, GenerationParams
-from training.data.corpus import (
-    CorpusConfig,
-    build,
-    dedupe,
-    generate_cached,
-    main,
-    normalize_whitespace,
-    pair_key,
-    read_generation_cache,
-    split_of,
-)
+from tests.training.fakes import FakeGenerator
+from training.data.assembly import CorpusConfig
+from training.data.corpus import build, main
 from training.data.records import CorrectionTriple, PreferencePair, SafetyLabel
-
-
-class Killed(Exception):
-    """Stands for the process dying in the middle of a generation run."""
-
-
-class FakeGenerator:
-    """Answers ``"<answer to X>"``, refuses instructions containing 'refuse-me', and can die after N batches."""
-
-    model_id = "fake-lm"
-
-    def __init__(self, *, die_after_batches: int | None = None) -> None:
-        self.die_after_batches = die_after_batches
-        self.batches: list[list[str]] = []
-
-    def render_chat(self, messages: list[ChatMessage]) -> str:
-        return f"<user>{messages[-1].content}<assistant>"
-
-    def generate_batch(self, prompts: Sequence[str], params: GenerationParams) -> list[Generation]:
-        if self.die_after_batches is not None and len(self.batches) >= self.die_after_batches:
-            raise Killed
-        self.batches.append(list(prompts))
-        out = []
-        for prompt in prompts:
-            instruction = prompt.removeprefix("<user>").removesuffix("<assistant>")
-            text = "I'm sorry, I can't help with that." if "refuse-me" in instruction else f"<answer to {instruction}>"
-            out.append(Generation(text=text, prompt_tokens=3, completion_tokens=5))
-        return out
-
-    def count_tokens(self, text: str) -> int:
-        return len(text.split())
-
-    @property
-    def prompts_seen(self) -> list[str]:
-        return [p for batch in self.batches for p in batch]
-
-
-# ---------------------------------------------------------------- small pieces
-
-
-def test_normalize_whitespace() -> None:
-    assert normalize_whitespace("  a \t b\r\n\r\n\r\n\nc  \n d\u00a0e ") == "a b\n\nc\nd e"
-
-
-def test_split_is_by_question_deterministic_and_case_blind() -> None:
-    questions = [f"Question number {i}?" for i in range(2000)]
-    splits = [split_of(q, 0.1) for q in questions]
-    assert splits == [split_of(q, 0.1) for q in questions]
-    assert 120 < splits.count("validation") < 280
-    assert all(split_of(f"  {q.upper()}  ", 0.1) == s for q, s in zip(questions, splits, strict=True))
-    assert {split_of(q, 0.0) for q in questions} == {"train"}
-    assert [split_of(q, 0.1, seed=1) for q in questions] != splits
-
-
-def test_dedupe_by_normalised_question_and_answer() -> None:
-    triples = [
-        CorrectionTriple(source="a", question="How?", answer="Bad  answer", correction="x"),
-        CorrectionTriple(source="b", question="  how? ", answer="Bad answer", correction="y"),
-        CorrectionTriple(source="c", question="How?", answer="Other answer", correction="z"),
-    ]
-    kept, duplicates = dedupe(triples, lambda t: pair_key(t.question, t.answer))
-    assert [t.source for t in kept] == ["a", "c"]
-    assert [t.source for t in duplicates] == ["b"]
-
-
-# ---------------------------------------------------------------- resumable generation
-
-
-def test_generation_resumes_after_a_kill_without_duplicates(tmp_path: Path) -> None:
-    cache = tmp_path / "gen.jsonl"
-    instructions = [f"instruction {i}" for i in range(20)]
-    params = GenerationParams(max_new_tokens=16)
-
-    dying = FakeGenerator(die_after_batches=1)
-    with pytest.raises(Killed):
-        generate_cached(dying, instructions, params, cache, batch_size=8)
-    assert len(read_generation_cache(cache)) == 8  # the finished batch reached the disk
-
-    with cache.open("a") as handle:  # the kill also tore a line in half
-        handle.write('{"key": "half')
-    again = FakeGenerator()
-    run = generate_cached(again, instructions, params, cache, batch_size=8)
-
-    assert len(again.prompts_seen) == 12
-    assert not {f"<user>{i}<assistant>" for i in instructions[:8]} & set(again.prompts_seen)
-    assert run.generated == 12 and run.from_cache == 8
-    assert [run.answers[i].text for i in instructions] == [f"<answer to {i}>" for i in instructions]
-    keys = [json.loads(line)["key"] for line in cache.read_text().splitlines() if line.startswith('{"key":"')]
-    assert len(keys) == len(set(keys)) == 20
-
-    third = FakeGenerator()
-    generate_cached(third, instructions, params, cache, batch_size=8)
-    assert third.batches == []
-    changed = FakeGenerator()
-    generate_cached(changed, instructions[:3], GenerationParams(max_new_tokens=32), cache, batch_size=8)
-    assert len(changed.prompts_seen) == 3  # other params, other answers
-
-
-# ---------------------------------------------------------------- the whole build
+from training.data.splits import pair_key
 
 
 def write_tiny_data(folder: Path) -> Path:
