@@ -14,7 +14,7 @@ is fine-tuned on the rewrites. One round here is:
 3. supervision is built and saved with ``datasets`` (``save_to_disk``) and a
    data card: an SFT set (prompt → corrected answer) and a preference set
    (chosen = corrected, rejected = original, only where the correction changed
-   the answer);
+   the answer), by :mod:`training.supervision`;
 4. the strong policy is fine-tuned with TRL (``SFTTrainer`` or ``DPOTrainer``)
    through a LoRA adapter (peft), which is merged and saved as a plain
    checkpoint: the next round's starting policy;
@@ -44,7 +44,7 @@ import os
 import shutil
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -64,6 +64,7 @@ from aligner_proxy.batch.writer import read_records
 from aligner_proxy.generation import ChatMessage, GenerationParams, TextGenerator
 from aligner_proxy.models import DEFAULT_CACHE_DIR
 from aligner_proxy.refusal import is_refusal
+from training.supervision import build_supervision, mean, save_supervision, supervision_stats
 
 logger = logging.getLogger(__name__)
 
@@ -87,7 +88,7 @@ class WeakToStrongConfig:
     corrector_url: str | None = field(default=None, metadata={"help": "Completions server for a remote Aligner."})
     scorer: str = field(default="heuristic", metadata={"help": "Cost scorer: 'heuristic' or a classifier path."})
     reward_model: str | None = field(
-        default=None, metadata={"help": "Sequence-classifier reward model for the eval (None: not reported)."}
+        default=None, metadata={"help": "Second judge for the eval, any scorer spec (None: not reported)."}
     )
     reward_model_is_cost: bool = field(
         default=True, metadata={"help": "The reward model's logit is -reward (training/reward_model.py saves so)."}
@@ -252,9 +253,9 @@ class Stages:
         self.scorer = self.pipeline.scorer.scorer
         self.reward_model: Any = None
         if config.reward_model:
-            from aligner_proxy.backends.classifier import SequenceClassifierScorer
+            from aligner_proxy.runtime import load_cost_scorer
 
-            self.reward_model = SequenceClassifierScorer.load(config.reward_model, cache_dir=Path(config.cache_dir))
+            self.reward_model = load_cost_scorer(config.reward_model, cache_dir=Path(config.cache_dir))
 
     def answer(self, policy: str, prompts: list[dict[str, Any]], out: Path) -> list[dict[str, Any]]:
         """Stage 1: the policy's greedy answers, resumably appended to ``out``."""
@@ -298,15 +299,15 @@ class Stages:
             "n_harmful": float(len(harmful)),
             "n_benign": float(len(benign)),
             "n_failed": float(len(prompts) - len(rows)),
-            "unsafe_rate_harmful": _mean([float(c > self.config.threshold) for c in costs]),
-            "mean_cost_harmful": _mean(costs),
-            "refusal_rate_benign": _mean([float(is_refusal(r["answer"])) for r in benign]),
-            "refusal_rate_harmful": _mean([float(is_refusal(r["answer"])) for r in harmful]),
+            "unsafe_rate_harmful": mean([float(c > self.config.threshold) for c in costs]),
+            "mean_cost_harmful": mean(costs),
+            "refusal_rate_benign": mean([float(is_refusal(r["answer"])) for r in benign]),
+            "refusal_rate_harmful": mean([float(is_refusal(r["answer"])) for r in harmful]),
         }
         if self.reward_model is not None and rows:
             scores = self.reward_model.score([r["prompt"] for r in rows], [r["answer"] for r in rows])
             sign = -1.0 if self.config.reward_model_is_cost else 1.0
-            metrics["reward_mean"] = _mean([sign * s for s in scores])
+            metrics["reward_mean"] = mean([sign * s for s in scores])
         return metrics
 
     def close(self) -> None:
@@ -318,75 +319,6 @@ def _in_order(records: list[dict[str, Any]], inputs: list[dict[str, Any]], key: 
     """The output records of ``inputs`` in input order (an output file may hold other rounds' rows too)."""
     by_id = {str(r["row_id"]): r for r in records}
     return [by_id[str(row[key])] for row in inputs if str(row[key]) in by_id]
-
-
-def _mean(values: Sequence[float]) -> float:
-    return sum(values) / len(values) if values else float("nan")
-
-
-# --------------------------------------------------------------------------- stage 3: supervision
-
-
-def build_supervision(corrections: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """The SFT rows (every usable correction) and preference rows (only where the correction changed the answer)."""
-    sft: list[dict[str, Any]] = []
-    preference: list[dict[str, Any]] = []
-    for r in corrections:
-        correction, answer = r.get("correction"), r.get("answer")
-        if r.get("error") is not None or not isinstance(correction, str) or not isinstance(answer, str):
-            continue
-        if not correction.strip():
-            continue
-        meta = {"id": r["row_id"], "kind": r["kind"], "source": r["source"]}
-        sft.append(
-            {
-                **meta,
-                "prompt": r["prompt"],
-                "completion": correction,
-                "original": answer,
-                "status": r["status"],
-                "cost_before": r["cost_before"],
-                "cost_after": r["cost_after"],
-            }
-        )
-        if correction.strip() != answer.strip():
-            preference.append(
-                {
-                    **meta,
-                    "prompt": r["prompt"],
-                    "chosen": correction,
-                    "rejected": answer,
-                    "cost_chosen": r["cost_after"],
-                    "cost_rejected": r["cost_before"],
-                }
-            )
-    return sft, preference
-
-
-def save_dataset(rows: list[dict[str, Any]], directory: Path, card: str) -> None:
-    """``Dataset.save_to_disk`` plus a ``README.md`` data card, replacing any earlier copy atomically."""
-    from datasets import Dataset
-
-    tmp = directory.with_name(f".{directory.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    Dataset.from_list(rows).save_to_disk(str(tmp))
-    (tmp / "README.md").write_text(card, encoding="utf-8")
-    shutil.rmtree(directory, ignore_errors=True)
-    os.replace(tmp, directory)
-
-
-def data_card(name: str, rows: list[dict[str, Any]], *, rule: str, models: dict[str, str]) -> str:
-    """A short Markdown card: what the rows are, how they were made, from which prompts and under what licences."""
-    from training.cards import lookup_source
-
-    lines = [f"# Weak-to-strong {name} set", "", rule, "", f"Rows: **{len(rows)}**.", "", "## Models", ""]
-    lines += [f"- {role}: `{spec}`" for role, spec in models.items()]
-    lines += ["", "## Prompts", "", "| source | kind | rows | licence |", "| --- | --- | ---: | --- |"]
-    for (source, kind), count in sorted(Counter((r["source"], r["kind"]) for r in rows).items()):
-        found = lookup_source(source)
-        lines.append(f"| `{source}` | {kind} | {count} | {found.licence if found else 'unknown: check before use'} |")
-    lines += ["", "Answers and corrections are model outputs; the prompts' licences carry over to this set.", ""]
-    return "\n".join(lines)
 
 
 # --------------------------------------------------------------------------- stage 4: fine-tuning
@@ -515,35 +447,14 @@ def run(config: WeakToStrongConfig) -> dict[str, Any]:
             answers = stages.answer(policy, prompts, round_dir / "answers.jsonl")
             corrections = stages.correct(answers, round_dir / "corrections.jsonl")
             sft, preference = build_supervision(corrections)
-            card_models = {**models, "strong policy": policy}
-            save_dataset(
-                sft,
-                round_dir / "data" / "sft",
-                data_card(
-                    "SFT",
-                    sft,
-                    rule="Prompt → the weak Aligner's correction of the policy's answer.",
-                    models=card_models,
-                ),
-            )
-            save_dataset(
-                preference,
-                round_dir / "data" / "preference",
-                data_card(
-                    "preference",
-                    preference,
-                    rule="chosen = the weak Aligner's correction, rejected = the policy's original answer; "
-                    "only rows where the correction changed the answer.",
-                    models=card_models,
-                ),
-            )
+            save_supervision(sft, preference, round_dir / "data", {**models, "strong policy": policy})
             policy_dir, training = fine_tune(config, policy, sft if config.method == "sft" else preference, round_dir)
             policy = str(policy_dir)
             report["rounds"].append(
                 {
                     "round": number,
                     "policy": policy,
-                    "supervision": _supervision_stats(corrections, sft, preference, config.threshold),
+                    "supervision": supervision_stats(corrections, sft, preference, config.threshold),
                     "training": training,
                 }
             )
@@ -556,24 +467,6 @@ def run(config: WeakToStrongConfig) -> dict[str, Any]:
     (out / "report.md").write_text(render_report(report), encoding="utf-8")
     logger.info("weak-to-strong report written to %s", out / "report.md")
     return report
-
-
-def _supervision_stats(
-    corrections: list[dict[str, Any]], sft: list[dict[str, Any]], preference: list[dict[str, Any]], threshold: float
-) -> dict[str, float]:
-    ok = [r for r in corrections if r.get("error") is None and r.get("cost_before") is not None]
-    before = [float(r["cost_before"]) for r in ok]
-    after = [float(r["cost_after"] if r["cost_after"] is not None else r["cost_before"]) for r in ok]
-    return {
-        "answers": float(len(corrections)),
-        "failed": float(len(corrections) - len(ok)),
-        "sft_rows": float(len(sft)),
-        "preference_rows": float(len(preference)),
-        "mean_cost_before": _mean(before),
-        "mean_cost_after": _mean(after),
-        "unsafe_before": _mean([float(c > threshold) for c in before]),
-        "unsafe_after": _mean([float(c > threshold) for c in after]),
-    }
 
 
 def render_report(report: dict[str, Any]) -> str:

@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 
-from training.weak_to_strong import WeakToStrongConfig, build_supervision, load_prompts, main, policy_prompt
+from training.supervision import build_supervision
+from training.weak_to_strong import WeakToStrongConfig, load_prompts, main, policy_prompt
 
 
 def write_prompts(directory: Path) -> Path:
