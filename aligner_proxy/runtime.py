@@ -145,14 +145,16 @@ def policy_config(route: RouteSettings) -> PolicyConfig:
     )
 
 
-def make_pipeline(
-    settings: Settings,
-    *,
-    scorer: CostScorer,
-    corrector_generator: TextGenerator,
-    executor: Executor | None = None,
-) -> AlignmentPipeline:
-    """The core policy over a scorer and a corrector generator (also what tests use with fakes)."""
+def make_pipeline(settings: Settings, *, scorer: CostScorer, corrector_generator: TextGenerator) -> AlignmentPipeline:
+    """The core policy over a scorer and a corrector generator (also what tests use with fakes).
+
+    The scorer's batcher gets a worker thread of its own rather than the
+    generators' one: a generation batch holds that thread for as long as it
+    decodes (tens of seconds for a 256-token correction on CPU), and a scoring
+    call of a few milliseconds queued behind it would make every gated request
+    wait for other requests' corrections. The brief overlap of two torch calls
+    on the same cores costs far less than that.
+    """
     corrector = Corrector(
         corrector_generator,
         template=AlignerTemplate(settings.corrector_template),
@@ -161,8 +163,6 @@ def make_pipeline(
         max_answer_tokens=settings.corrector_max_answer_tokens,
     )
     batch_kw: dict[str, Any] = {"max_batch_size": settings.max_batch_size * 4, "max_wait_ms": settings.batch_wait_ms}
-    if executor is not None:
-        batch_kw["executor"] = executor
     return AlignmentPipeline(AsyncScorer(scorer, batch_kw), corrector, timeout_s=settings.alignment_timeout_s)
 
 
@@ -189,9 +189,7 @@ def load_pipeline(settings: Settings, loader: _Loader | None = None) -> Alignmen
     """Load the scorer and the corrector the settings name (blocking): the core without a proxy."""
     loader = loader or _Loader(settings)
     logger.info("loading scorer %s and corrector %s", settings.scorer, settings.corrector_model)
-    return make_pipeline(
-        settings, scorer=loader.scorer(), corrector_generator=loader.corrector_generator(), executor=loader.executor
-    )
+    return make_pipeline(settings, scorer=loader.scorer(), corrector_generator=loader.corrector_generator())
 
 
 def build_components(settings: Settings, metrics: Metrics) -> Components:

@@ -242,9 +242,7 @@ def load_backend(config: BatchConfig, settings: Settings) -> CorrectionBackend:
             timeout_s=config.request_timeout_s,
             max_concurrency=config.concurrency,
         )
-        pipeline = make_pipeline(
-            settings, scorer=loader.scorer(), corrector_generator=generator, executor=loader.executor
-        )
+        pipeline = make_pipeline(settings, scorer=loader.scorer(), corrector_generator=generator)
     else:
         if config.backend == "vllm":
             settings = settings.model_copy(update={"corrector_backend": "vllm"})
