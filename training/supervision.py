@@ -14,7 +14,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-SFT_RULE = "Prompt → the weak Aligner's correction of the policy's answer."
+SFT_RULE = (
+    "Prompt → the final answer: the weak Aligner's correction where it was kept, the policy's own answer where "
+    "the gate passed it (gated mode) or the correction was not less costly."
+)
 PREFERENCE_RULE = (
     "chosen = the weak Aligner's correction, rejected = the policy's original answer; "
     "only rows where the correction changed the answer."
