@@ -10,51 +10,28 @@ response's ``usage.total_tokens``; ``corrector_tokens`` is
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from evals.metrics import MetricContext, Sample, Value, sample_metric
 
-
-@sample_metric(
-    "latency_total_ms",
-    description="request latency seen by the client",
-    kind="latency",
-    higher_is_better=False,
-    unit="ms",
-)
-def latency_total_ms(sample: Sample, ctx: MetricContext) -> Value:
-    return sample.total_ms
+# One latency metric per stage of a request: (metric, what it measures, the Sample field holding it).
+_STAGES = [
+    ("latency_total_ms", "request latency seen by the client", "total_ms"),
+    ("latency_upstream_ms", "time spent waiting for the upstream model", "upstream_ms"),
+    ("latency_scorer_ms", "time spent scoring (cost scorer)", "scorer_ms"),
+    ("latency_corrector_ms", "time spent correcting (Aligner)", "corrector_ms"),
+]
 
 
-@sample_metric(
-    "latency_upstream_ms",
-    description="time spent waiting for the upstream model",
-    kind="latency",
-    higher_is_better=False,
-    unit="ms",
-)
-def latency_upstream_ms(sample: Sample, ctx: MetricContext) -> Value:
-    return sample.upstream_ms
+def _stage(field: str) -> Callable[[Sample, MetricContext], Value]:
+    def value(sample: Sample, ctx: MetricContext) -> Value:
+        return float(getattr(sample, field))
+
+    return value
 
 
-@sample_metric(
-    "latency_scorer_ms",
-    description="time spent scoring (cost scorer)",
-    kind="latency",
-    higher_is_better=False,
-    unit="ms",
-)
-def latency_scorer_ms(sample: Sample, ctx: MetricContext) -> Value:
-    return sample.scorer_ms
-
-
-@sample_metric(
-    "latency_corrector_ms",
-    description="time spent correcting (Aligner)",
-    kind="latency",
-    higher_is_better=False,
-    unit="ms",
-)
-def latency_corrector_ms(sample: Sample, ctx: MetricContext) -> Value:
-    return sample.corrector_ms
+for _name, _description, _field in _STAGES:
+    sample_metric(_name, description=_description, kind="latency", higher_is_better=False, unit="ms")(_stage(_field))
 
 
 @sample_metric(

@@ -23,7 +23,9 @@ def test_the_smoke_config_loads_and_names_known_tasks_and_metrics() -> None:
     for name in config.metrics or []:
         METRICS.get(name)
     assert sum(len(t.prompts) for t in load_tasks(config)) == 50
-    assert [t.name for _, t in config.sweep_targets()] == ["gated@-4.5", "gated@-2", "gated@0", "gated@2"]
+    sweep = config.sweep_targets()
+    assert [t.name for _, t in sweep] == ["gated@0", "gated@1", "gated@2"]
+    assert sweep[0][1].aligner == config.targets[1].aligner  # the same request as `gated`: served from the cache
 
 
 def test_config_errors_name_the_problem(tmp_path: Path) -> None:
