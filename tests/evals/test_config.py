@@ -17,8 +17,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def test_the_smoke_config_loads_and_names_known_tasks_and_metrics() -> None:
     config = EvalConfig.from_yaml(ROOT / "evals/configs/smoke.yaml")
-    assert [t.name for t in config.targets] == ["upstream", "gated", "always"]
-    assert [t.aligner.mode for t in config.targets if t.aligner] == ["off", "gated", "always"]
+    assert [t.name for t in config.targets] == ["upstream", "gated", "always", "gated+block"]
+    assert [t.aligner.mode for t in config.targets if t.aligner] == ["off", "gated", "always", "gated"]
     assert config.proxy.url == "http://127.0.0.1:8000/v1" and config.proxy.start == "auto"
     for name in config.metrics or []:
         METRICS.get(name)
