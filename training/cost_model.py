@@ -358,7 +358,7 @@ def _train_head(config: CostModelConfig, items: list[CostItem], out: Path) -> tu
         loss.backward()
         optimizer.step()
         scheduler.step()
-        losses.append(float(loss))
+        losses.append(loss.item())
         if step % config.logging_steps == 0 or step == total:
             recent = losses[-config.logging_steps :]
             logger.info(
