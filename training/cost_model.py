@@ -246,15 +246,12 @@ def _trainer_class() -> type:
 def _train_smollm2(config: CostModelConfig, items: list[CostItem], out: Path) -> tuple[int, dict[str, Any]]:
     import torch
     from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer, TrainingArguments
+    from transformers import AutoModelForSequenceClassification, TrainingArguments
 
-    from aligner_proxy.models import resolve_model, torch_dtype
-    from training.trainers import attach_loss_logger, latest_checkpoint, trainer_args
+    from aligner_proxy.models import torch_dtype
+    from training.trainers import attach_loss_logger, latest_checkpoint, resolve_with_tokenizer, trainer_args
 
-    path = resolve_model(config.model, cache_dir=Path(config.cache_dir))
-    tokenizer = AutoTokenizer.from_pretrained(path)
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
+    path, tokenizer = resolve_with_tokenizer(config.model, Path(config.cache_dir))
     model: Any = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1, dtype=torch.float32)
     model.config.pad_token_id = tokenizer.pad_token_id
     lora = LoraConfig(

@@ -110,20 +110,17 @@ def train_reward_model(config: RewardModelConfig) -> Path:
     import torch
     from datasets import Dataset
     from peft import LoraConfig
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    from transformers import AutoModelForSequenceClassification
     from trl import RewardConfig, RewardTrainer
 
     from aligner_proxy.backends.classifier import SequenceClassifierScorer
-    from aligner_proxy.models import resolve_model, torch_dtype
+    from aligner_proxy.models import torch_dtype
     from training.cards import TrainingCost, write_model_card
-    from training.trainers import attach_loss_logger, latest_checkpoint, trainer_args
+    from training.trainers import attach_loss_logger, latest_checkpoint, resolve_with_tokenizer, trainer_args
 
     out = Path(config.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    path = resolve_model(config.model, cache_dir=Path(config.cache_dir))
-    tokenizer = AutoTokenizer.from_pretrained(path)
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
+    path, tokenizer = resolve_with_tokenizer(config.model, Path(config.cache_dir))
     train, sources = _load(config.train_file, config.preference, config.max_train_items, config.seed)
     logger.info("training a reward model on %d pairs (preference: %s)", len(train), config.preference)
     torch.manual_seed(config.seed)

@@ -35,7 +35,13 @@ from aligner_proxy.generation import Generation, GenerationParams
 from aligner_proxy.models import DEFAULT_CACHE_DIR
 from aligner_proxy.prompt import PromptRenderError
 from training.data.records import CorrectionTriple
-from training.trainers import attach_loss_logger, latest_checkpoint, parse_config, trainer_args
+from training.trainers import (
+    attach_loss_logger,
+    latest_checkpoint,
+    parse_config,
+    resolve_with_tokenizer,
+    trainer_args,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -250,15 +256,10 @@ def build_trainer(config: CorrectorSFTConfig) -> tuple[Any, Curriculum]:
     import torch
     from datasets import Dataset
     from peft import LoraConfig
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
     from trl import SFTConfig, SFTTrainer
 
-    from aligner_proxy.models import resolve_model
-
-    path = resolve_model(config.model, cache_dir=Path(config.cache_dir))
-    tokenizer = AutoTokenizer.from_pretrained(path)
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
+    path, tokenizer = resolve_with_tokenizer(config.model, Path(config.cache_dir))
     corrector = Corrector(
         TokenizerPromptBudget(tokenizer, config.model),
         max_question_tokens=config.max_question_tokens,

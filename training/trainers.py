@@ -91,6 +91,23 @@ def trainer_args(config: ScheduleConfig, output_dir: Path, **overrides: Any) -> 
     return args
 
 
+def resolve_with_tokenizer(spec: str, cache_dir: Path) -> tuple[str, Any]:
+    """The local path of model ``spec`` and its tokenizer, padding with EOS where it has no pad token.
+
+    Batched training and generation need a pad token; SmolLM2-style
+    checkpoints ship without one, and EOS is the usual stand-in.
+    """
+    from transformers import AutoTokenizer
+
+    from aligner_proxy.models import resolve_model
+
+    path = resolve_model(spec, cache_dir=cache_dir)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return path, tokenizer
+
+
 def latest_checkpoint(directory: Path) -> str | None:
     """The newest ``checkpoint-N`` directory under ``directory`` (to resume from), if any."""
     found = [p for p in directory.glob("checkpoint-*") if p.is_dir() and p.name.split("-")[-1].isdigit()]

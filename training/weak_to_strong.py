@@ -343,16 +343,12 @@ def fine_tune(
     import torch
     from datasets import Dataset
     from peft import LoraConfig
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
 
-    from aligner_proxy.models import resolve_model
     from training.cards import TrainingCost, write_model_card
-    from training.trainers import attach_loss_logger, latest_checkpoint, trainer_args
+    from training.trainers import attach_loss_logger, latest_checkpoint, resolve_with_tokenizer, trainer_args
 
-    path = resolve_model(start, cache_dir=Path(config.cache_dir))
-    tokenizer = AutoTokenizer.from_pretrained(path)
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
+    path, tokenizer = resolve_with_tokenizer(start, Path(config.cache_dir))
     torch.manual_seed(config.seed)
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
     peft_config = LoraConfig(

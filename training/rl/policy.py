@@ -62,14 +62,11 @@ def build_policy(config: PolicySettings, n_objectives: int) -> Policy:
     import copy
 
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
 
-    from aligner_proxy.models import resolve_model
+    from training.trainers import resolve_with_tokenizer
 
-    path = resolve_model(config.model, cache_dir=Path(config.cache_dir))
-    tokenizer = AutoTokenizer.from_pretrained(path)
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
+    path, tokenizer = resolve_with_tokenizer(config.model, Path(config.cache_dir))
     torch.manual_seed(config.seed)
     model: Any = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
     reference = None

@@ -247,10 +247,9 @@ def _classifier(path: str, cache_dir: Path) -> Scorer:
 
 def _embedding(spec: str, cache_dir: Path) -> Scorer:
     """A head directory or a shipped head's name (``cost-minilm-v1``, the proxy's default gate)."""
-    from aligner_proxy.backends.embedding import EmbeddingHeadScorer
-    from aligner_proxy.weights import resolve_shipped
+    from aligner_proxy.runtime import load_cost_scorer
 
-    return EmbeddingHeadScorer.load(resolve_shipped(spec), cache_dir=cache_dir, model_id=spec)
+    return load_cost_scorer(spec, cache_dir=cache_dir)
 
 
 def _blocker(path: str, cache_dir: Path) -> Scorer:
