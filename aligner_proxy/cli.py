@@ -136,7 +136,7 @@ def correct(
     messages_field: Annotated[str, typer.Option(help=_batch_help("messages_field"))] = _default("messages_field"),
     id_field: Annotated[str | None, typer.Option(help=_batch_help("id_field"))] = None,
     mode: Annotated[str, typer.Option(help=_batch_help("mode"))] = _default("mode"),
-    threshold: Annotated[float, typer.Option(help=_batch_help("threshold"))] = _default("threshold"),
+    threshold: Annotated[float | None, typer.Option(help=_batch_help("threshold"))] = None,
     limit: Annotated[int | None, typer.Option(help=_batch_help("limit"))] = None,
     batch_size: Annotated[int, typer.Option(help=_batch_help("batch_size"))] = _default("batch_size"),
     concurrency: Annotated[int, typer.Option(help=_batch_help("concurrency"))] = _default("concurrency"),

@@ -13,8 +13,12 @@ Modes (Aligner, Ji et al. 2024, is applied *after* the upstream answers):
   byte-identical (``passed``); above, it is corrected, the correction is
   re-scored and the less costly of the two texts is kept.
 
-With ``block``, a text still above ``threshold`` after all that is replaced by
-the block message (``blocked``). When the scorer or corrector fails or times
+A text still above ``threshold`` after all that is never reported as fixed:
+with ``block`` it is replaced by the block message (``blocked``), without it
+it is returned as ``flagged`` (the corrector did not make it safe by the
+scorer's judgement, and the client is told so). ``threshold=None`` means the
+scorer's own calibrated threshold (``default_threshold``, 0.0 for scorers
+without one). When the scorer or corrector fails or times
 out, ``fail_open`` returns the original (``unchecked``, logged) and
 ``fail_closed`` raises :class:`~aligner_proxy.errors.AlignmentError`.
 """
@@ -25,7 +29,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Hashable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal, TypeVar
 
 from aligner_proxy.batching import MicroBatcher
@@ -38,13 +42,13 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 Mode = Literal["off", "always", "gated"]
-Status = Literal["passed", "modified", "blocked", "unchecked", "skipped"]
+Status = Literal["passed", "modified", "flagged", "blocked", "unchecked", "skipped"]
 
 
 @dataclass(frozen=True)
 class PolicyConfig:
     mode: Mode = "gated"
-    threshold: float = 0.0
+    threshold: float | None = None  # None: the scorer's calibrated default
     block: bool = False
     block_message: str = "I'm sorry, but I can't help with that request."
     failure_policy: Literal["fail_open", "fail_closed"] = "fail_open"
@@ -80,6 +84,11 @@ class AsyncScorer:
     @property
     def model_id(self) -> str:
         return self.scorer.model_id
+
+    @property
+    def default_threshold(self) -> float:
+        """The scorer's calibrated threshold, or ``0.0`` (the cost scale's natural gate) if it has none."""
+        return float(getattr(self.scorer, "default_threshold", 0.0))
 
     def _score_batch(self, _key: Hashable, pairs: list[tuple[str, str]]) -> list[float]:
         prompts = [prompt for prompt, _ in pairs]
@@ -120,6 +129,12 @@ class AlignmentPipeline:
         self.scorer.close()
         await self.corrector.generator.aclose()
 
+    def resolve(self, config: PolicyConfig) -> PolicyConfig:
+        """``config`` with its threshold filled in from the scorer when it leaves it to the scorer."""
+        if config.threshold is not None:
+            return config
+        return replace(config, threshold=self.scorer.default_threshold)
+
     async def align(
         self,
         items: list[CorrectionInput],
@@ -132,6 +147,7 @@ class AlignmentPipeline:
         (e.g. the last user turn of a chat); by default the question is used as is."""
         if config.mode == "off" or not items:
             return [Outcome(status="skipped", text=item.answer, original=item.answer) for item in items]
+        config = self.resolve(config)
         prompts = score_prompts or [question_text(item.question) for item in items]
 
         async def run() -> list[Outcome]:
@@ -163,6 +179,7 @@ class AlignmentPipeline:
     async def assess(self, items: list[CorrectionInput], prompts: list[str], config: PolicyConfig) -> list[Outcome]:
         """Score the original answers; ``needs_correction`` says which ones the mode corrects."""
         answers = [item.answer for item in items]
+        threshold = _threshold(self.resolve(config))
         timer = _Timer()
         before = await self.scorer.score(prompts, answers)
         scorer_ms = timer.ms()
@@ -173,7 +190,7 @@ class AlignmentPipeline:
                 original=answer,
                 cost_before=cost,
                 scorer_ms=scorer_ms,
-                needs_correction=config.mode == "always" or cost > config.threshold,
+                needs_correction=config.mode == "always" or cost > threshold,
             )
             for answer, cost in zip(answers, before, strict=True)
         ]
@@ -199,9 +216,10 @@ class AlignmentPipeline:
             outcome.corrector_completion_tokens = correction.completion_tokens
             self._choose(outcome, correction.text, cost, config)
 
-    async def settle(self, outcome: Outcome, prompt: str, streamed: str) -> None:
+    async def settle(self, outcome: Outcome, prompt: str, streamed: str, config: PolicyConfig) -> None:
         """Record a correction that was already streamed to the client: it is kept as sent
-        (a stream cannot take text back), and re-scored for the annotation."""
+        (a stream cannot take text back), re-scored for the annotation, and ``flagged`` when it
+        is still above the threshold (the stream could not be blocked after the fact)."""
         timer = _Timer()
         [cost] = await self.scorer.score([prompt], [streamed])
         outcome.scorer_ms += timer.ms()
@@ -209,14 +227,21 @@ class AlignmentPipeline:
         outcome.cost_after = cost
         outcome.corrected = True
         outcome.status = "modified" if streamed != outcome.original else "passed"
+        if cost > _threshold(self.resolve(config)):
+            outcome.status = "flagged"
 
-    @staticmethod
-    def apply_block(outcomes: list[Outcome], config: PolicyConfig) -> None:
+    def apply_block(self, outcomes: list[Outcome], config: PolicyConfig) -> None:
+        """The last word on a scored text still above the threshold: ``blocked`` with ``block``, else ``flagged``."""
+        threshold = _threshold(self.resolve(config))
         for outcome in outcomes:
             final_cost = outcome.cost_after if outcome.cost_after is not None else outcome.cost_before
-            if config.block and final_cost is not None and final_cost > config.threshold:
+            if final_cost is None or final_cost <= threshold or outcome.status in ("unchecked", "skipped"):
+                continue
+            if config.block:
                 outcome.status = "blocked"
                 outcome.text = config.block_message
+            else:
+                outcome.status = "flagged"
 
     @staticmethod
     def _choose(outcome: Outcome, correction: str, cost: float, config: PolicyConfig) -> None:
@@ -233,6 +258,11 @@ class AlignmentPipeline:
             outcome.status = "modified" if correction != outcome.original else "passed"
         else:
             outcome.cost_after = before
+
+
+def _threshold(config: PolicyConfig) -> float:
+    assert config.threshold is not None, "resolve() the config first"
+    return config.threshold
 
 
 def question_text(question: object) -> str:

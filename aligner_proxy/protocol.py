@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-Status = Literal["passed", "modified", "blocked", "unchecked", "skipped"]
+Status = Literal["passed", "modified", "flagged", "blocked", "unchecked", "skipped"]
 Mode = Literal["off", "always", "gated"]
 
 
@@ -69,7 +69,7 @@ class AlignerAnnotation(BaseModel):
 
     status: Status
     mode: Mode
-    threshold: float
+    threshold: float | None = None
     cost_before: float | None = None
     cost_after: float | None = None
     original: str | None = None

@@ -110,17 +110,19 @@ class ProxyService:
                 f"The model '{model}' does not exist on this proxy; available: {known}", param="model"
             ) from None
 
-    @staticmethod
-    def policy(route: Route, options: AlignerOptions | None) -> PolicyConfig:
+    def policy(self, route: Route, options: AlignerOptions | None) -> PolicyConfig:
+        """The route's policy with the request's overrides, its threshold resolved (the scorer's by default)."""
         base = route.policy
         if options is None:
-            return base
-        return PolicyConfig(
-            mode=options.mode or base.mode,
-            threshold=base.threshold if options.threshold is None else options.threshold,
-            block=base.block if options.block is None else options.block,
-            block_message=base.block_message,
-            failure_policy=options.failure_policy or base.failure_policy,
+            return self.pipeline.resolve(base)
+        return self.pipeline.resolve(
+            PolicyConfig(
+                mode=options.mode or base.mode,
+                threshold=base.threshold if options.threshold is None else options.threshold,
+                block=base.block if options.block is None else options.block,
+                block_message=base.block_message,
+                failure_policy=options.failure_policy or base.failure_policy,
+            )
         )
 
     def model_list(self) -> ModelList:
@@ -447,12 +449,13 @@ class ProxyService:
         text = "".join(sent)
         if not text.strip():
             outcome.cost_after = outcome.cost_before
+            self.pipeline.apply_block([outcome], config)  # the original, still above the threshold: flagged
             yield outcome.original  # an empty correction is never an answer
             return
-        await self.pipeline.guard(
-            self.pipeline.settle(outcome, prompt, text), lambda _r: None, config, request_id=request_id
-        )
         outcome.text, outcome.status = text, "modified" if text != outcome.original else "passed"
+        await self.pipeline.guard(
+            self.pipeline.settle(outcome, prompt, text, config), lambda _r: None, config, request_id=request_id
+        )
 
     # ------------------------------------------------------- core over HTTP
 
@@ -472,7 +475,7 @@ class ProxyService:
         ]
         config = PolicyConfig(
             mode=request.mode,
-            threshold=0.0 if request.threshold is None else request.threshold,
+            threshold=request.threshold,
             failure_policy="fail_closed",
         )
         outcomes = await self.pipeline.align(items, config)

@@ -41,7 +41,10 @@ class PolicySettings(BaseModel):
     mode: Mode = Field(
         "gated", description="off: pass through; always: correct every answer; gated: correct above threshold"
     )
-    threshold: float = Field(0.0, description="cost above which an answer counts as unsafe (logit scale)")
+    threshold: float | None = Field(
+        None,
+        description="cost above which an answer counts as unsafe (logit scale); None: the scorer's own calibrated one",
+    )
     block: bool = Field(False, description="replace answers still above threshold after correction by a refusal")
     block_message: str = DEFAULT_BLOCK_MESSAGE
     failure_policy: FailurePolicy = Field(
@@ -124,6 +127,9 @@ class Settings(BaseSettings):
 
     # Serving.
     embedded_max_tokens: int = Field(256, ge=1, description="default max_tokens for the embedded upstream")
+    embedded_repetition_penalty: float = Field(
+        1.2, ge=1.0, le=2.0, description="the embedded upstream's repetition guard (1.0 = off)"
+    )
     max_batch_size: int = Field(8, ge=1)
     batch_wait_ms: float = Field(10.0, ge=0)
     max_body_bytes: int = Field(2_000_000, ge=1024)

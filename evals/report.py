@@ -97,7 +97,7 @@ class SampleRow(BaseModel):
 
 # ----------------------------------------------------------------- Markdown
 
-_STATUSES = ("passed", "modified", "blocked", "unchecked", "skipped")
+_STATUSES = ("passed", "modified", "flagged", "blocked", "unchecked", "skipped")
 _SWEEP_METRICS = ("unsafe_rate", "refusal_rate", "over_refusal_rate", "identical_rate", "chrf", "latency_total_ms")
 
 

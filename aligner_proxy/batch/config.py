@@ -40,7 +40,12 @@ class BatchConfig:
     mode: Literal["always", "gated"] = field(
         default="always", metadata={"help": "always: correct every answer; gated: only answers above --threshold."}
     )
-    threshold: float = field(default=0.0, metadata={"help": "Cost above which an answer is corrected in gated mode."})
+    threshold: float | None = field(
+        default=None,
+        metadata={
+            "help": "Cost above which an answer is corrected in gated mode (default: the scorer's calibrated one)."
+        },
+    )
     limit: int | None = field(default=None, metadata={"help": "Only consider the first N input rows."})
     batch_size: int = field(default=8, metadata={"help": "Rows per corrector call."})
     concurrency: int = field(default=1, metadata={"help": "Batches in flight at once (raise it for remote backends)."})

@@ -47,7 +47,7 @@ class CorrectionFields(BaseModel):
     corrector: str | None = None
     scorer: str | None = None
     mode: str
-    threshold: float
+    threshold: float | None  # None: the scorer's calibrated threshold
     error: str | None = None
 
 

@@ -52,7 +52,9 @@ def test_correct_and_score_write_every_row(tiny_lm_dir: Path, tiny_classifier_di
     written = [json.loads(line) for line in out.read_text().splitlines()]
     assert [r["id"] for r in written] == [0, 1, 2, 3] and [r["row_id"] for r in written] == ["0", "1", "2", "3"]
     good = written[:3]
-    assert all(r["status"] in {"modified", "passed"} and isinstance(r["cost_before"], float) for r in good)
+    assert all(isinstance(r["cost_before"], float) and isinstance(r["cost_after"], float) for r in good)
+    # always mode keeps the correction; one the scorer still finds unsafe (cost > 0 here) is flagged, not "fixed"
+    assert all(r["status"] == ("flagged" if r["cost_after"] > 0 else "modified") for r in good)
     assert all(r["corrector"] == str(tiny_lm_dir) and r["error"] is None for r in good)
     assert written[3]["status"] == "failed" and "'a' missing" in written[3]["error"]
 

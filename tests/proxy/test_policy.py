@@ -53,8 +53,30 @@ async def test_off_skips() -> None:
 async def test_gated_keeps_the_original_when_the_correction_is_costlier() -> None:
     scorer = FakeScorer(costs={HARMFUL_ANSWER: 1.0, CORRECTION: 3.0})
     [outcome] = await pipeline(scorer).align(items(HARMFUL_ANSWER), PolicyConfig(mode="gated"))
-    assert outcome.text == HARMFUL_ANSWER and outcome.status == "passed"
+    # the original is kept, and it is still above the threshold: never reported as passed
+    assert outcome.text == HARMFUL_ANSWER and outcome.status == "flagged"
     assert outcome.cost_after == 1.0
+
+
+async def test_a_correction_still_above_the_threshold_is_flagged_not_modified() -> None:
+    scorer = FakeScorer(costs={CORRECTION: 2.0})  # safer than 4.0, still unsafe
+    [outcome] = await pipeline(scorer).align(items(HARMFUL_ANSWER), PolicyConfig(mode="gated"))
+    assert outcome.text == CORRECTION and outcome.status == "flagged"
+    assert (outcome.cost_before, outcome.cost_after) == (4.0, 2.0)
+    [lower] = await pipeline(scorer).align(items(HARMFUL_ANSWER), PolicyConfig(mode="gated", threshold=2.5))
+    assert lower.status == "modified"  # below a threshold the request chose, it counts as fixed
+
+
+async def test_an_unset_threshold_is_the_scorers_calibrated_one() -> None:
+    scorer = FakeScorer(costs={HARMFUL_ANSWER: 1.0})
+    scorer.default_threshold = 1.5  # type: ignore[attr-defined]
+    p = pipeline(scorer)
+    assert p.resolve(PolicyConfig()).threshold == 1.5
+    [outcome] = await p.align(items(HARMFUL_ANSWER), PolicyConfig(mode="gated"))
+    assert outcome.status == "passed" and outcome.text is HARMFUL_ANSWER  # 1.0 <= 1.5
+    [explicit] = await p.align(items(HARMFUL_ANSWER), PolicyConfig(mode="gated", threshold=0.0))
+    assert explicit.status == "modified"  # a request's own threshold still wins
+    assert pipeline(FakeScorer()).resolve(PolicyConfig()).threshold == 0.0  # no calibration: the scale's 0
 
 
 async def test_block_when_still_unsafe_after_correction() -> None:
@@ -70,7 +92,7 @@ async def test_empty_correction_never_replaces_the_answer() -> None:
     [outcome] = await pipeline(generator=FakeCorrectorGenerator(behaviour="empty")).align(
         items(HARMFUL_ANSWER), PolicyConfig(mode="always")
     )
-    assert outcome.text == HARMFUL_ANSWER and outcome.status == "passed"
+    assert outcome.text == HARMFUL_ANSWER and outcome.status == "flagged"  # still the unsafe original
 
 
 @pytest.mark.parametrize(
