@@ -27,6 +27,7 @@ class GenerationParams:
     top_p: float = 1.0
     stop: tuple[str, ...] = ()
     seed: int | None = None
+    repetition_penalty: float = 1.0  # > 1 discourages tokens already in the text (CTRL's penalty); 1 = off
 
 
 @dataclass

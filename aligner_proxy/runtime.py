@@ -100,7 +100,9 @@ class _Loader:
         s = self.settings
         if route.upstream.embedded:
             return EmbeddedUpstream(
-                self.local_generator(route.upstream.model), default_max_tokens=s.embedded_max_tokens
+                self.local_generator(route.upstream.model),
+                default_max_tokens=s.embedded_max_tokens,
+                repetition_penalty=s.embedded_repetition_penalty,
             )
         assert route.upstream.base_url is not None
         return OpenAIUpstream(

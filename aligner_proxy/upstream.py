@@ -197,11 +197,16 @@ def _upstream_error(response: httpx.Response) -> UpstreamError:
 
 class EmbeddedUpstream:
     """The in-process model as an upstream. Without a ``temperature`` it decodes greedily,
-    which is what a 135M model needs to stay coherent (OpenAI's default would be 1.0)."""
+    which is what a 135M model needs to stay coherent (OpenAI's default would be 1.0), with a
+    repetition penalty: greedy decoding of a small model otherwise loops on one phrase to the
+    token cap."""
 
-    def __init__(self, generator: ChatGenerator, *, default_max_tokens: int = 256) -> None:
+    def __init__(
+        self, generator: ChatGenerator, *, default_max_tokens: int = 256, repetition_penalty: float = 1.0
+    ) -> None:
         self.generator = generator
         self.default_max_tokens = default_max_tokens
+        self.repetition_penalty = repetition_penalty
 
     def _params(
         self, max_tokens: int | None, temperature: float | None, top_p: float | None, stop: list[str], seed: int | None
@@ -212,6 +217,7 @@ class EmbeddedUpstream:
             top_p=top_p or 1.0,
             stop=tuple(stop),
             seed=seed,
+            repetition_penalty=self.repetition_penalty,
         )
 
     def _chat_prompt(self, request: ChatCompletionRequest) -> str:

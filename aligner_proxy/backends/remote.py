@@ -144,6 +144,8 @@ class RemoteCompletionsGenerator:
             body["stop"] = list(params.stop)
         if params.seed is not None:
             body["seed"] = params.seed
+        if params.repetition_penalty != 1.0:
+            body["repetition_penalty"] = params.repetition_penalty  # a vLLM extension of the completions API
         return body
 
     async def _send(self, request: Any) -> httpx.Response:

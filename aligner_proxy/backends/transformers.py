@@ -358,6 +358,8 @@ class TransformersGenerator:
             kwargs.update(temperature=params.temperature, top_p=params.top_p, top_k=0)
         if params.stop:
             kwargs.update(stop_strings=list(params.stop), tokenizer=self._tokenizer)
+        if params.repetition_penalty != 1.0:
+            kwargs.update(repetition_penalty=params.repetition_penalty)
         criteria = StoppingCriteriaList([_CancelCriterion(cancel)] if cancel is not None else [])
 
         started = time.perf_counter()

@@ -59,6 +59,8 @@ def sampling_kwargs(params: GenerationParams) -> dict[str, Any]:
     }
     if params.stop:
         kwargs["stop"] = list(params.stop)
+    if params.repetition_penalty != 1.0:
+        kwargs["repetition_penalty"] = params.repetition_penalty
     return kwargs
 
 
