@@ -34,6 +34,11 @@ class TargetConfig(_Strict):
     )
     params: dict[str, Any] = Field(default_factory=dict, description="extra body fields, over `generation`")
     cache_salt: str = Field("", description="change it to regenerate this target (e.g. after changing the proxy)")
+    originals_of: str | None = Field(
+        None,
+        description="no requests: this target's answers are another target's `original` (the upstream alone), "
+        "so a baseline costs no second generation",
+    )
 
 
 class GenerationConfig(_Strict):
@@ -122,6 +127,10 @@ class EvalConfig(_Strict):
         names = [t.name for t in self.targets]
         if len(names) != len(set(names)):
             raise ValueError(f"duplicate target names: {names}")
+        for t in self.targets:
+            source = next((o for o in self.targets if o.name == t.originals_of), None) if t.originals_of else None
+            if t.originals_of and (source is None or source.aligner is None or source.originals_of):
+                raise ValueError(f"target {t.name}: originals_of must name a proxy target (with aligner options)")
         if self.sweep is not None and self.sweep.target not in names:
             raise ValueError(f"sweep.target {self.sweep.target!r} is not a target ({', '.join(names)})")
         return self

@@ -152,10 +152,41 @@ def _label(value: Any, label_map: dict[str, Label], where: str) -> Label | None:
     return label_map[key]
 
 
+PACKAGE_PREFIX = "pkg:"
+
+
+def package_file(path: str) -> Path:
+    """``pkg:<package>/<file>``: a data file inside an installed package, located without importing it."""
+    import importlib.util
+
+    package, _, inner = path.removeprefix(PACKAGE_PREFIX).partition("/")
+    found = importlib.util.find_spec(package)
+    if found is None or not found.submodule_search_locations:
+        raise ConfigError(f"{path}: package {package!r} is not installed (see docs/evals.md for how to install it)")
+    file = Path(next(iter(found.submodule_search_locations))) / inner
+    if not file.is_file():
+        raise ConfigError(f"{path}: no file {inner} in package {package}")
+    return file
+
+
+def _filter_rows(spec: TaskSpec, rows: Rows) -> Rows:
+    """Apply the task's ``exclude``, ``bucket`` and ``sample`` to the raw rows."""
+    from training.data.splits import hash_sample, in_eval_bucket
+
+    rows = [r for r in rows if not any(str(r.get(k)) in set(v) for k, v in spec.exclude.items())]
+    if spec.bucket == "eval":
+        rows = [r for r in rows if isinstance(r.get(spec.prompt_field), str) and in_eval_bucket(r[spec.prompt_field])]
+    if spec.sample is not None:
+        rows = hash_sample(rows, spec.sample, 0, lambda r: str(r.get(spec.prompt_field)))
+    return rows
+
+
 def load_prompts(spec: TaskSpec) -> list[EvalPrompt]:
-    """The task's prompts: rows from its format's loader, its columns picked, its labels mapped."""
+    """The task's prompts: rows from its format's loader, filtered, its columns picked, its labels mapped."""
     fmt = spec.format or infer_format(spec.path)
-    rows = LOADERS.get(fmt)(spec)
+    if spec.path.startswith(PACKAGE_PREFIX):  # located now, not when the task file is read
+        spec = spec.model_copy(update={"path": str(package_file(spec.path))})
+    rows = _filter_rows(spec, LOADERS.get(fmt)(spec))
     label_map = {**DEFAULT_LABEL_MAP, **{str(k).strip().lower(): v for k, v in spec.label_map.items()}}
     prompts: list[EvalPrompt] = []
     seen: set[str] = set()
@@ -173,7 +204,8 @@ def load_prompts(spec: TaskSpec) -> list[EvalPrompt]:
             prompt_id = f"{prompt_id}-{number}"
         seen.add(prompt_id)
         skip = {spec.prompt_field, spec.label_field, spec.id_field}
-        metadata = {k: v for k, v in row.items() if k not in skip and _is_plain(v)}
+        kept = spec.metadata_fields
+        metadata = {k: v for k, v in row.items() if k not in skip and _is_plain(v) and (kept is None or k in kept)}
         prompts.append(EvalPrompt(id=prompt_id, prompt=text, label=label, metadata=metadata))
         if spec.limit is not None and len(prompts) >= spec.limit:
             break

@@ -343,10 +343,22 @@ async def evaluate(
     items = [Item(task, prompt) for task in tasks for prompt in task.prompts]
     rows: list[SampleRow] = []
     results: dict[str, TargetResult] = {}
+    answered: dict[str, list[Outcome]] = {}
+    derived = [t.originals_of for t in targets if t.originals_of]
     try:
-        for target in [*targets, *(t for _, t in sweep)]:
+        ordered = sorted(targets, key=lambda t: t.originals_of is not None)  # sources before what derives from them
+        for target in [*ordered, *(t for _, t in sweep)]:
             logger.info("target %s: %d prompts", target.name, len(items))
-            outcomes, generated = await generate(config, target, items, endpoints, cache)
+            if target.originals_of:
+                if target.originals_of not in answered:  # only_targets left the source out
+                    answered[target.originals_of], _ = await generate(
+                        config, _by_name(config, target.originals_of), items, endpoints, cache
+                    )
+                outcomes, generated = originals(answered[target.originals_of]), 0
+            else:
+                outcomes, generated = await generate(config, target, items, endpoints, cache)
+                if target.name in derived:
+                    answered[target.name] = outcomes
             pooled, by_task, per_sample = await score_target(outcomes, metrics, ctx, config)
             results[target.name] = TargetResult(
                 name=target.name,
@@ -398,6 +410,34 @@ async def evaluate(
         config=config.model_dump(mode="json"),
     )
     return report, rows
+
+
+def _by_name(config: EvalConfig, name: str) -> TargetConfig:
+    return next(t for t in config.targets if t.name == name)
+
+
+def originals(outcomes: Sequence[Outcome]) -> list[Outcome]:
+    """What the upstream alone answered, read from a proxy target's annotations: ``original`` as the answer,
+    the upstream's share of the latency, no annotation (nothing was checked)."""
+    result = []
+    for outcome in outcomes:
+        answer = outcome.answer
+        if answer is None or answer.aligner is None:
+            error = outcome.error or "the source target's answer carries no aligner annotation"
+            result.append(Outcome(outcome.item, None, error))
+            continue
+        result.append(
+            Outcome(
+                outcome.item,
+                CachedAnswer(
+                    answer=answer.original if answer.original is not None else answer.answer,
+                    total_tokens=answer.total_tokens,
+                    latency_ms=answer.aligner.timings.upstream_ms,
+                    model=answer.model,
+                ),
+            )
+        )
+    return result
 
 
 def _rows(target: str, outcomes: Sequence[Outcome], values: Sequence[dict[str, float | None]]) -> list[SampleRow]:

@@ -15,13 +15,13 @@ write a task inline (its ``path`` then relative to the working directory)::
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from evals.errors import ConfigError
-from evals.loaders import EvalPrompt, Label, infer_format, load_prompts
+from evals.loaders import PACKAGE_PREFIX, EvalPrompt, Label, infer_format, load_prompts
 from evals.registry import Registry
 
 TASKS_DIR = Path(__file__).parent
@@ -34,7 +34,10 @@ class TaskSpec(BaseModel):
 
     name: str = Field(min_length=1)
     description: str = ""
-    path: str = Field(description="a CSV / JSONL / JSON / TXT file (may be .gz), or a datasets id")
+    path: str = Field(
+        description="a CSV / JSONL / JSON / TXT file (may be .gz), a datasets id, or pkg:<package>/<file> "
+        "for a file an installed package ships"
+    )
     format: str | None = Field(None, description="csv | tsv | jsonl | json | txt | datasets; default: from the suffix")
     prompt_field: str = "prompt"
     label_field: str | None = Field("label", description="column holding harmful / benign; None: unlabelled")
@@ -46,6 +49,14 @@ class TaskSpec(BaseModel):
     split: str = Field("train", description="format datasets: the split")
     data_files: str | list[str] | None = Field(None, description="format datasets: local data files")
     limit: int | None = Field(None, ge=1, description="use the first N prompts only")
+    sample: int | None = Field(None, ge=1, description="use N prompts in a stable hash order (after the filters)")
+    exclude: dict[str, list[str]] = Field(
+        default_factory=dict, description="drop rows whose field holds one of these values (e.g. reserved sources)"
+    )
+    metadata_fields: list[str] | None = Field(None, description="row fields kept as metadata; None: every plain one")
+    bucket: Literal["eval"] | None = Field(
+        None, description="eval: keep only prompts in the evaluation bucket no training corpus uses"
+    )
     metrics: list[str] | None = Field(None, description="metric names to report; None: every registered metric")
     system_prompt: str | None = Field(None, description="sent before each prompt; overrides the config's")
 
@@ -64,7 +75,7 @@ class TaskSpec(BaseModel):
         except ValidationError as exc:
             raise ConfigError(f"task file {path}: {exc}") from None
         fmt = spec.format or infer_format(spec.path)
-        if fmt != "datasets" and not Path(spec.path).is_absolute():
+        if fmt != "datasets" and not spec.path.startswith(PACKAGE_PREFIX) and not Path(spec.path).is_absolute():
             spec = spec.model_copy(update={"path": str((path.parent / spec.path).resolve())})
         return spec
 
