@@ -104,6 +104,10 @@ class GateCorpusConfig:
     data_dir: str = field(metadata={"help": "directory holding the shared public data files"})
     output_dir: str = field(default="runs/gate_corpus", metadata={"help": "where the files, stats and card go"})
     sensitive_file: str = field(default=str(SENSITIVE_FILE), metadata={"help": "the project's sensitive-benign Q&A"})
+    source_files: dict[str, str] = field(
+        default_factory=dict,
+        metadata={"help": "file names in data_dir other than the defaults, by CorpusConfig field (pku_mini_file...)"},
+    )
     generation_cache: str = field(
         default="runs/corpus/generations.jsonl",
         metadata={"help": "JSONL answer cache, shared with the corrector corpus so answers are generated once"},
@@ -325,7 +329,7 @@ def build(
     started = time.perf_counter()
     out = Path(config.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    legacy = CorpusConfig(data_dir=config.data_dir, seed=config.seed)
+    legacy = CorpusConfig(data_dir=config.data_dir, seed=config.seed, **config.source_files)  # type: ignore[arg-type]
     sources = load_sources(legacy)
     owned = generator is None and generate
     if owned:
