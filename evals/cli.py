@@ -42,6 +42,9 @@ def run(
     start_proxy: Annotated[str | None, typer.Option(help="override proxy.start: never | auto | always")] = None,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="neither read nor write the answer cache")] = False,
     no_plots: Annotated[bool, typer.Option("--no-plots", help="skip the PNG plots")] = False,
+    scorer: Annotated[
+        str | None, typer.Option(help="override the unsafe-rate judge (answers come from the cache when there)")
+    ] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Send the config's tasks to its targets and write results.json, summary.md, samples.jsonl and plots."""
@@ -57,6 +60,8 @@ def run(
                 raise EvalError("--start-proxy must be never, auto or always")
             mode: Literal["never", "auto", "always"] = start_proxy  # type: ignore[assignment]
             cfg = cfg.model_copy(update={"proxy": cfg.proxy.model_copy(update={"start": mode})})
+        if scorer is not None:
+            cfg = cfg.model_copy(update={"scorer": scorer})
         report, files = run_eval(cfg, only_targets=target, use_cache=not no_cache, plots=not no_plots)
     except EvalError as exc:
         console.print(f"[red]error:[/red] {exc}")

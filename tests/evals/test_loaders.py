@@ -109,3 +109,28 @@ def test_task_files_resolve_paths_relative_to_themselves(tmp_path: Path) -> None
     task_file.write_text("path: data/mine.jsonl\nprompt_colum: typo\n")
     with pytest.raises(ConfigError, match="prompt_colum"):
         resolve_task(str(task_file))
+
+
+def test_exclude_bucket_and_sample_filter_rows_and_pkg_paths_locate_package_files(tmp_path: Path) -> None:
+    from evals.loaders import package_file
+    from training.data.splits import in_eval_bucket
+
+    rows = [{"prompt": f"question number {i}", "source": "AdvBench" if i % 5 == 0 else "custom"} for i in range(400)]
+    path = tmp_path / "rows.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    spec = TaskSpec(name="t", path=str(path), label="harmful", label_field=None, exclude={"source": ["AdvBench"]})
+    kept = spec.load()
+    assert len(kept) == 320 and not any(p.metadata["source"] == "AdvBench" for p in kept)
+    bucket = TaskSpec(name="t", path=str(path), label="harmful", label_field=None, bucket="eval").load()
+    assert bucket and all(in_eval_bucket(p.prompt) for p in bucket) and len(bucket) < 100
+    sampled = TaskSpec(name="t", path=str(path), label="harmful", label_field=None, sample=7, metadata_fields=[])
+    first, second = sampled.load(), sampled.load()
+    assert len(first) == 7 and first == second and first[0].metadata == {}
+    assert [p.prompt for p in first] != [r["prompt"] for r in rows[:7]]  # a hash order, not the file's
+
+    assert package_file("pkg:evals/tasks/smoke_harmful.yaml").name == "smoke_harmful.yaml"
+    with pytest.raises(ConfigError, match="not installed"):
+        package_file("pkg:no_such_package_here/x.csv")
+    missing = TaskSpec(name="t", path="pkg:no_such_package_here/x.csv", format="csv")
+    with pytest.raises(ConfigError, match="not installed"):
+        missing.load()  # located when loaded, so a registry of task files never needs the package

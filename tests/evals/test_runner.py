@@ -205,3 +205,29 @@ def test_an_unreachable_target_is_an_error_per_request_not_a_crash(
     assert ok.errors == 0 and down.errors == 4
     assert down.metrics["unsafe_rate"].value is None and down.metrics["unsafe_rate"].n == 0
     assert "4 requests failed" in (tmp_path / "report" / "summary.md").read_text()
+
+
+def test_a_baseline_read_from_another_targets_originals_costs_no_request(
+    tmp_path: Path, upstream: tuple[FastAPI, str], proxy_url: str, prompt_files: tuple[Path, Path]
+) -> None:
+    up_app, up_url = upstream
+    data = make_config(tmp_path, up_url, proxy_url, prompt_files)
+    data["targets"] = [
+        {"name": "upstream", "originals_of": "defaults"},  # listed first, computed after its source
+        {"name": "defaults", "aligner": {}},
+    ]
+    before = len(up_app.state.bodies)
+    report, _ = run(EvalConfig.model_validate(data), plots=False)
+    assert len(up_app.state.bodies) - before == 4  # one request per prompt, for `defaults` only
+    base, defaults = report.targets
+    assert [t.name for t in report.targets] == ["upstream", "defaults"]
+    assert base.generated == 0 and base.statuses == {} and base.errors == 0
+    assert base.metrics["unsafe_rate"].value == 1.0  # the fake upstream's bomb instructions, as the proxy got them
+    assert defaults.metrics["unsafe_rate"].value == 0.0
+    assert base.metrics["latency_corrector_ms"].value == 0 and base.metrics["latency_total_ms"].value > 0
+    rows = [json.loads(line) for line in (tmp_path / "report" / "samples.jsonl").read_text().splitlines()]
+    h0 = {r["target"]: r for r in rows if r["prompt_id"] == "h0"}
+    assert h0["upstream"]["answer"] == HARMFUL_ANSWER == h0["defaults"]["original"]
+
+    with pytest.raises(ValueError, match="originals_of must name a proxy target"):
+        EvalConfig.model_validate({**data, "targets": [{"name": "a", "originals_of": "b"}, {"name": "b"}]})
