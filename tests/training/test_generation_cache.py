@@ -40,3 +40,16 @@ def test_generation_resumes_after_a_kill_without_duplicates(tmp_path: Path) -> N
     changed = FakeGenerator()
     generate_cached(changed, instructions[:3], GenerationParams(max_new_tokens=32), cache, batch_size=8)
     assert len(changed.prompts_seen) == 3  # other params, other answers
+
+
+def test_a_decoding_field_at_its_default_does_not_change_the_key() -> None:
+    import hashlib
+    import json
+
+    from aligner_proxy.generation import GenerationParams
+    from training.data.generation_cache import generation_key
+
+    legacy = {"max_new_tokens": 128, "temperature": 0.0, "top_p": 1.0, "stop": [], "seed": None}
+    expected = hashlib.sha256(json.dumps(["m", "q", legacy], sort_keys=True).encode()).hexdigest()
+    assert generation_key("m", "q", GenerationParams(max_new_tokens=128)) == expected  # keys written before
+    assert generation_key("m", "q", GenerationParams(max_new_tokens=128, repetition_penalty=1.2)) != expected

@@ -51,8 +51,18 @@ class CachedGeneration(BaseModel):
     completion_tokens: int
 
 
+_KEYED_ALWAYS = frozenset({"max_new_tokens", "temperature", "top_p", "stop", "seed"})
+"""The fields keys have always held; any later field enters a key only when it differs from its default."""
+
+
 def generation_key(model: str, instruction: str, params: GenerationParams) -> str:
-    payload = json.dumps([model, instruction, dataclasses.asdict(params)], sort_keys=True, ensure_ascii=False)
+    """The cache key of one answer. Decoding fields left at their defaults are not part of it, so adding
+    a field to :class:`GenerationParams` does not invalidate every cached answer."""
+    defaults = dataclasses.asdict(GenerationParams())
+    fields = {
+        k: v for k, v in dataclasses.asdict(params).items() if k in _KEYED_ALWAYS or v != defaults.get(k, object())
+    }
+    payload = json.dumps([model, instruction, fields], sort_keys=True, ensure_ascii=False)
     return hashlib.sha256(payload.encode()).hexdigest()
 
 
