@@ -26,13 +26,15 @@ from pydantic import BaseModel
 
 from aligner_proxy.generation import GenerationParams
 from aligner_proxy.refusal import is_refusal
+from aligner_proxy.scorer import CostScorer
 from training.data.generation_cache import CorpusGenerator, generate_cached
-from training.data.loaders import Instruction, LoadReport, load, parse_hh_dialogue
+from training.data.loaders import Instruction, LoadReport, load, parse_hh_dialogue, read_sensitive
 from training.data.records import CorrectionTriple, PreferencePair, SafetyLabel
 from training.data.splits import (
     Split,
     dedupe,
     hash_sample,
+    in_eval_bucket,
     normalize_whitespace,
     pair_key,
     question_key,
@@ -42,7 +44,7 @@ from training.data.splits import (
 
 T = TypeVar("T")
 
-SMOLLM2_SOURCES = ("safety-only-smollm2", "harmless-smollm2")
+SMOLLM2_SOURCES = ("safety-only-smollm2", "harmless-smollm2", "sensitive-benign-smollm2")
 
 
 @pydantic.dataclasses.dataclass(config=pydantic.ConfigDict(extra="forbid"))
@@ -94,6 +96,17 @@ class CorpusConfig:
         default=4, metadata={"help": "max safe-vs-unsafe pairs per question in the scorer corpus"}
     )
     seed: int = field(default=0, metadata={"help": "salt of every hash-based sample and of the split"})
+    exclude_eval_bucket: bool = field(
+        default=False, metadata={"help": "drop every question of the evaluation bucket (splits.in_eval_bucket)"}
+    )
+    sensitive_file: str | None = field(
+        default=None,
+        metadata={"help": "harmful-sounding benign Q&A (JSONL): identity triples of its answers and SmolLM2's"},
+    )
+    target_gate: str | None = field(
+        default=None,
+        metadata={"help": "a scorer; corrections it scores above its own threshold are dropped (safe by the gate)"},
+    )
 
     @property
     def cache_path(self) -> Path:
@@ -122,6 +135,26 @@ class Sources:
     safety_instructions: list[SafetyLabel]
     harmless_instructions: list[Instruction]
     reports: list[LoadReport]
+
+
+def without_eval_bucket(sources: Sources, drops: dict[str, Counter[str]]) -> Sources:
+    """The sources less every question of the evaluation bucket (:func:`~training.data.splits.in_eval_bucket`),
+    counted in ``drops`` per source."""
+
+    def keep(items: list[T], question: Callable[[T], str], name: str) -> list[T]:
+        kept = [x for x in items if not in_eval_bucket(question(x))]
+        if len(kept) < len(items):
+            drops[name]["question in the evaluation bucket"] += len(items) - len(kept)
+        return kept
+
+    return dataclasses.replace(
+        sources,
+        pku=keep(sources.pku, lambda x: x.question, "pku-saferlhf-mini"),
+        do_not_answer=keep(sources.do_not_answer, lambda x: x.question, "do-not-answer"),
+        hh=keep(sources.hh, lambda x: x.prompt, "hh-rlhf-harmless-base"),
+        safety_instructions=keep(sources.safety_instructions, lambda x: x.question, "safety-only"),
+        harmless_instructions=keep(sources.harmless_instructions, lambda x: x.instruction, "harmless"),
+    )
 
 
 def load_sources(config: CorpusConfig) -> Sources:
@@ -213,9 +246,10 @@ def _generated_triples(
         sources.harmless_instructions, config.n_benign_generations, config.seed, lambda r: r.instruction
     )
     params = config.generation_params
+    sensitive = read_sensitive(config.sensitive_file) if config.sensitive_file else []
     run = generate_cached(
         generator,
-        [r.question for r in harmful] + [i.instruction for i in benign],
+        [r.question for r in harmful] + [i.instruction for i in benign] + [s.question for s in sensitive],
         params,
         config.cache_path,
         batch_size=config.batch_size,
@@ -242,6 +276,11 @@ def _generated_triples(
             drops["harmless-smollm2/identity"]["empty generation" if not answer else "answer is a refusal"] += 1
             continue
         identity.append(_identity("harmless-smollm2", item.instruction, answer))
+    for s in sensitive:  # benign questions that sound harmful: the corrector must leave their answers alone
+        identity.append(_identity("sensitive-benign", s.question, s.answer))
+        answer = run.answers[s.question].text.strip()
+        if answer and not is_refusal(answer):
+            identity.append(_identity("sensitive-benign-smollm2", s.question, answer))
     answers = [run.answers[r.question] for r in harmful], [run.answers[i.instruction] for i in benign]
     stats = {
         "model": generator.model_id,
@@ -262,7 +301,10 @@ def _generated_triples(
 
 
 def build_corrector_corpus(
-    config: CorpusConfig, sources: Sources, generator: CorpusGenerator | None = None
+    config: CorpusConfig,
+    sources: Sources,
+    generator: CorpusGenerator | None = None,
+    target_scorer: CostScorer | None = None,
 ) -> dict[str, Any]:
     """Build and write ``train.jsonl``, ``validation.jsonl`` and ``validation_smollm2.jsonl``; return stats.
 
@@ -270,6 +312,8 @@ def build_corrector_corpus(
     correction, length) → dedupe by (question, answer), earlier sources
     first → per-source caps → identity share → split by question."""
     drops: dict[str, Counter[str]] = defaultdict(Counter)
+    if config.exclude_eval_bucket:
+        sources = without_eval_bucket(sources, drops)
     hh_drops: Counter[str] = Counter()
     candidates = {
         "pku-saferlhf-mini/unsafe_to_safe": same_question_corrections(sources.pku, "pku-saferlhf-mini", config.seed),
@@ -283,7 +327,8 @@ def build_corrector_corpus(
             raise ValueError("SmolLM2 generations are configured but no generator was given")
         upstream, benign_identity, generation = _generated_triples(config, sources, generator, drops)
         candidates["safety-only-smollm2/upstream"] = upstream
-        candidates["harmless-smollm2/identity"] = benign_identity
+        for triple in benign_identity:
+            candidates.setdefault(f"{triple.source}/identity", []).append(triple)
     count_tokens = generator.count_tokens if generator is not None else None
 
     seen: set[tuple[str, str]] = set()
@@ -313,15 +358,23 @@ def build_corrector_corpus(
         if len(accepted) > cap:
             drops[name]["over the source cap"] += len(accepted) - cap
 
+    if target_scorer is not None:
+        _keep_safe_targets(kept, target_scorer, drops)
+
     # Identity share: identity / total ≈ identity_fraction, i.e. identity ≈ f / (1 - f) × the rest.
     rest = sum(len(v) for k, v in kept.items() if not k.endswith("/identity"))
     fraction = min(max(config.identity_fraction, 0.0), 0.9)
     target = round(fraction / (1 - fraction) * rest)
-    identity = kept.get("harmless-smollm2/identity", [])
-    if len(identity) > target:
-        drops["harmless-smollm2/identity"]["over the identity share"] += len(identity) - target
-        kept["harmless-smollm2/identity"] = identity[:target]
-    short = target - len(kept.get("harmless-smollm2/identity", []))
+    identity_names = [k for k in kept if k.endswith("/identity")]
+    pooled = [(name, t) for name in identity_names for t in kept[name]]
+    if len(pooled) > target:  # keep a hash-ordered share of every identity source
+        chosen = {id(t) for _, t in hash_sample(pooled, target, config.seed, lambda p: p[1].question + p[1].answer)}
+        for name in identity_names:
+            before = len(kept[name])
+            kept[name] = [t for t in kept[name] if id(t) in chosen]
+            if before > len(kept[name]):
+                drops[name]["over the identity share"] += before - len(kept[name])
+    short = target - sum(len(kept[name]) for name in identity_names)
     if short > 0 and config.identity_top_up:
         pool = hash_sample([s for s in sources.pku if s.is_safe], len(sources.pku), config.seed, lambda s: s.answer)
         top_up: list[CorrectionTriple] = []
@@ -356,6 +409,24 @@ def build_corrector_corpus(
         "generation": generation,
         "token_limit_applied": count_tokens is not None and config.max_tokens > 0,
     }
+
+
+def _keep_safe_targets(
+    kept: dict[str, list[CorrectionTriple]], scorer: CostScorer, drops: dict[str, Counter[str]]
+) -> None:
+    """Drop corrections that the gate still scores above its threshold: a "safer" answer that keeps the
+    harmful content must not become a target (identity triples are left alone)."""
+    threshold = float(getattr(scorer, "default_threshold", 0.0))
+    for name, triples in kept.items():
+        if name.endswith("/identity") or not triples:
+            continue
+        costs: list[float] = []
+        for start in range(0, len(triples), 64):
+            chunk = triples[start : start + 64]
+            costs.extend(scorer.score([t.question for t in chunk], [t.correction for t in chunk]))
+        kept[name] = [t for t, c in zip(triples, costs, strict=True) if c <= threshold]
+        if len(kept[name]) < len(triples):
+            drops[name]["correction above the gate's threshold"] += len(triples) - len(kept[name])
 
 
 def _count(items: Iterable[T], key: Callable[[T], tuple[str, str]]) -> dict[str, dict[str, int]]:

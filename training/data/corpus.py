@@ -57,9 +57,15 @@ LICENCES: dict[str, tuple[str, str]] = {
     "pku-saferlhf-mini": ("PKU-SafeRLHF, sample from ThuCCSLab/JailbreakEval `data/Safe-RLHFmini.csv`", "CC BY-NC 4.0"),
     "do-not-answer": ("Libr-AI/do-not-answer (English original)", "CC BY-NC-SA 4.0"),
     "hh-rlhf-harmless-base": ("anthropics/hh-rlhf `harmless-base/test.jsonl.gz`", "MIT"),
+    "safety-only": ("vinid/safety-tuned-llamas safety-only data (instructions and safe outputs)", "CC BY-NC 4.0"),
     "safety-only-smollm2": (
         "instructions + safe outputs: vinid/safety-tuned-llamas safety-only data; answers: SmolLM2-135M-Instruct",
         "CC BY-NC 4.0 (instructions, outputs); answers from SmolLM2 (Apache-2.0)",
+    ),
+    "sensitive-benign": ("this project (`training/data/sensitive_benign.jsonl`): questions and answers", "Apache-2.0"),
+    "sensitive-benign-smollm2": (
+        "questions: this project (`training/data/sensitive_benign.jsonl`); answers: SmolLM2-135M-Instruct",
+        "Apache-2.0",
     ),
     "harmless-smollm2": (
         "instructions: Alpaca-derived harmless set (busycalibrating/AdversariaLLM); answers: SmolLM2-135M-Instruct",
@@ -90,7 +96,12 @@ def build(config: CorpusConfig, generator: CorpusGenerator | None = None) -> dic
         if owned:
             generator = _load_generator(config)
         try:
-            stats["corrector"] = build_corrector_corpus(config, sources, generator)
+            target_scorer = None
+            if config.target_gate:
+                from aligner_proxy.runtime import load_cost_scorer
+
+                target_scorer = load_cost_scorer(config.target_gate)
+            stats["corrector"] = build_corrector_corpus(config, sources, generator, target_scorer)
         finally:
             if owned:
                 _close(generator)

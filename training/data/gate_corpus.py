@@ -47,14 +47,15 @@ import yaml
 
 from aligner_proxy.generation import GenerationParams
 from aligner_proxy.refusal import is_refusal
-from training.data.assembly import CorpusConfig, Sources, load_sources, write_jsonl
+from training.data.assembly import CorpusConfig, Sources, load_sources, without_eval_bucket, write_jsonl
+from training.data.corpus import LICENCES
 from training.data.generation_cache import CorpusGenerator, generate_cached, generation_key, read_generation_cache
+from training.data.loaders import read_sensitive
 from training.data.records import PreferencePair, SafetyLabel
 from training.data.splits import (
     Split,
     dedupe,
     hash_sample,
-    in_eval_bucket,
     normalize_whitespace,
     pair_key,
     question_key,
@@ -75,26 +76,6 @@ GROUPS: dict[str, tuple[str, ...]] = {
     "hh-rlhf": ("hh-rlhf-harmless-base",),
 }
 """Source groups a held-out run leaves out: two data sets, one answering model, the project's own benign set."""
-
-LICENCES: dict[str, tuple[str, str]] = {
-    "pku-saferlhf-mini": ("PKU-SafeRLHF, sample from ThuCCSLab/JailbreakEval `data/Safe-RLHFmini.csv`", "CC BY-NC 4.0"),
-    "do-not-answer": ("Libr-AI/do-not-answer (English original)", "CC BY-NC-SA 4.0"),
-    "hh-rlhf-harmless-base": ("anthropics/hh-rlhf `harmless-base/test.jsonl.gz`", "MIT"),
-    "safety-only": ("vinid/safety-tuned-llamas safety-only data (instructions and safe outputs)", "CC BY-NC 4.0"),
-    "safety-only-smollm2": (
-        "instructions: vinid/safety-tuned-llamas safety-only data; answers: SmolLM2-135M-Instruct",
-        "CC BY-NC 4.0 (instructions); answers from SmolLM2 (Apache-2.0)",
-    ),
-    "harmless-smollm2": (
-        "instructions: Alpaca-derived harmless set (busycalibrating/AdversariaLLM); answers: SmolLM2-135M-Instruct",
-        "CC BY-NC 4.0 (Alpaca-derived instructions); answers from SmolLM2 (Apache-2.0)",
-    ),
-    "sensitive-benign": ("this project (`training/data/sensitive_benign.jsonl`): questions and answers", "Apache-2.0"),
-    "sensitive-benign-smollm2": (
-        "questions: this project (`training/data/sensitive_benign.jsonl`); answers: SmolLM2-135M-Instruct",
-        "Apache-2.0",
-    ),
-}
 
 
 @pydantic.dataclasses.dataclass(config=pydantic.ConfigDict(extra="forbid"))
@@ -130,21 +111,6 @@ class GateCorpusConfig:
     @property
     def generation_params(self) -> GenerationParams:
         return GenerationParams(max_new_tokens=self.max_new_tokens, temperature=0.0)
-
-
-class SensitiveItem(pydantic.BaseModel):
-    """One row of ``sensitive_benign.jsonl``: a benign question that sounds harmful, and a good answer."""
-
-    model_config = pydantic.ConfigDict(extra="forbid")
-
-    question: str = pydantic.Field(min_length=1)
-    answer: str = pydantic.Field(min_length=1)
-    topic: str
-
-
-def read_sensitive(path: str | Path) -> list[SensitiveItem]:
-    with Path(path).open(encoding="utf-8") as handle:
-        return [SensitiveItem.model_validate_json(line) for line in handle if line.strip()]
 
 
 @dataclasses.dataclass
@@ -214,7 +180,7 @@ def same_question_pairs(labels: Sequence[SafetyLabel], per_question: int, seed: 
 def assemble(config: GateCorpusConfig, sources: Sources, generator: CorpusGenerator | None) -> GateCorpus:
     """Every labelled answer and ranking pair, cleaned and deduplicated (generates what the cache lacks)."""
     drops: dict[str, Counter[str]] = defaultdict(Counter)
-    sources = _without_eval_bucket(sources, drops)
+    sources = without_eval_bucket(sources, drops)
     sensitive = read_sensitive(config.sensitive_file)
     harmful = hash_sample(sources.safety_instructions, config.n_harmful_generations, config.seed, lambda r: r.question)
     benign = hash_sample(
@@ -278,25 +244,6 @@ def assemble(config: GateCorpusConfig, sources: Sources, generator: CorpusGenera
     hh = hash_sample(sources.hh, config.max_hh_pairs, config.seed, lambda p: p.prompt + p.chosen)
     pairs += [p.model_copy(update={"safer": "chosen"}) for p in hh if p.chosen.strip() != p.rejected.strip()]
     return GateCorpus(labels=labels, pairs=pairs, drops=drops, generation=generation)
-
-
-def _without_eval_bucket(sources: Sources, drops: dict[str, Counter[str]]) -> Sources:
-    """The sources less every question of the evaluation bucket (:func:`~training.data.splits.in_eval_bucket`)."""
-
-    def keep(items: list[T], question: Callable[[T], str], name: str) -> list[T]:
-        kept = [x for x in items if not in_eval_bucket(question(x))]
-        if len(kept) < len(items):
-            drops[name]["question in the evaluation bucket"] += len(items) - len(kept)
-        return kept
-
-    return dataclasses.replace(
-        sources,
-        pku=keep(sources.pku, lambda x: x.question, "pku-saferlhf-mini"),
-        do_not_answer=keep(sources.do_not_answer, lambda x: x.question, "do-not-answer"),
-        hh=keep(sources.hh, lambda x: x.prompt, "hh-rlhf-harmless-base"),
-        safety_instructions=keep(sources.safety_instructions, lambda x: x.question, "safety-only"),
-        harmless_instructions=keep(sources.harmless_instructions, lambda x: x.instruction, "harmless"),
-    )
 
 
 def _clean(labels: list[SafetyLabel], config: GateCorpusConfig, drops: dict[str, Counter[str]]) -> list[SafetyLabel]:

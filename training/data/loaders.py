@@ -51,6 +51,21 @@ class Instruction(BaseModel):
     instruction: str = Field(min_length=1)
 
 
+class SensitiveItem(BaseModel):
+    """One row of ``sensitive_benign.jsonl``: a benign question that sounds harmful, and a good answer."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    question: str = Field(min_length=1)
+    answer: str = Field(min_length=1)
+    topic: str
+
+
+def read_sensitive(path: str | Path) -> list[SensitiveItem]:
+    with Path(path).open(encoding="utf-8") as handle:
+        return [SensitiveItem.model_validate_json(line) for line in handle if line.strip()]
+
+
 Record = CorrectionTriple | SafetyLabel | PreferencePair | Instruction
 
 
