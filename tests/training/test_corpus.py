@@ -169,13 +169,13 @@ def test_cli_with_yaml_config_and_overrides(tmp_path: Path, capsys: pytest.Captu
 
 
 class _TargetGate:
-    """Scores corrections mentioning 'harm 3' as unsafe (cost 2 > its threshold 1), everything else safe."""
+    """Scores corrections mentioning 'harm 5' as unsafe (cost 2 > its threshold 1), everything else safe."""
 
     model_id = "target-gate"
     default_threshold = 1.0
 
     def score(self, prompts: list[str], completions: list[str], **kw: object) -> list[float]:
-        return [2.0 if "harm 3" in c else 0.0 for c in completions]
+        return [2.0 if "harm 5" in c else 0.0 for c in completions]
 
 
 def test_v2_options_exclude_the_eval_bucket_add_sensitive_identity_and_keep_only_safe_targets(tmp_path: Path) -> None:
@@ -206,6 +206,6 @@ def test_v2_options_exclude_the_eval_bucket_add_sensitive_identity_and_keep_only
     # the shared sources lose their evaluation-bucket questions (the sensitive set's eval half is its own file)
     assert not [t for t in every if in_eval_bucket(t.question) and not t.source.startswith("sensitive-benign")]
     assert {"sensitive-benign", "sensitive-benign-smollm2"} <= {t.source for t in every if t.kind == "identity"}
-    assert not any("harm 3" in t.correction for t in every if t.kind != "identity")
+    assert not any("harm 5" in t.correction for t in every if t.kind != "identity")
     assert stats["dropped"]["safety-only-smollm2/upstream"]["correction above the gate's threshold"] == 1
     assert sum(t.kind == "identity" for t in every) / len(every) == pytest.approx(0.5, abs=0.05)
