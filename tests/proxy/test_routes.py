@@ -305,3 +305,22 @@ def test_client_disconnect_mid_stream_stops_the_corrector(upstream_url: str) -> 
         assert generator.streams_closed == 1
         # the proxy is still healthy afterwards
         assert httpx.get(url + "/health").status_code == 200
+
+
+def test_a_still_unsafe_correction_is_flagged_streamed_or_not_and_the_calibrated_threshold_applies(
+    upstream_url: str,
+) -> None:
+    scorer = FakeScorer(costs={CORRECTION: 2.0})  # the correction is safer than 4.0 but above the threshold
+    scorer.default_threshold = 1.0  # type: ignore[attr-defined]
+    with serve(proxy_app(upstream_url, scorer=scorer)) as url:
+        raw = client(url).chat.completions.with_raw_response.create(model=MODEL, messages=BOMB)
+        aligner = raw.parse().model_extra["aligner"]
+        assert raw.headers["x-aligner-status"] == "flagged" and aligner["status"] == "flagged"
+        assert aligner["threshold"] == 1.0 and aligner["cost_after"] == 2.0  # the scorer's own threshold
+        chunks = list(client(url).chat.completions.create(model=MODEL, messages=BOMB, stream=True))
+        assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == CORRECTION
+        assert chunks[-1].model_extra["aligner"]["status"] == "flagged"
+        lowered = client(url).chat.completions.create(
+            model=MODEL, messages=BOMB, extra_body={"aligner": {"threshold": 3.0}}
+        )
+        assert lowered.model_extra["aligner"]["status"] == "modified"  # a request's own threshold wins
