@@ -145,6 +145,15 @@ def test_gate_fine_tunes_the_encoder_saves_a_calibrated_threshold_and_measures_h
     assert bad > head.threshold >= good
     assert (out / "README.md").read_text().count("held_out") >= 2
 
+    from training.ship_gate import ShipGateConfig, ship
+
+    shipped = ship(ShipGateConfig(source=str(out), destination=str(tmp_path / "shipped"), holdout_runs=[str(out)]))
+    card = (shipped / "README.md").read_text()
+    assert card.startswith("# cost-minilm-ft-v2: aligner-proxy gate")
+    assert "| held out: do-not-answer | **this gate** |" in card and "| all sources | `heuristic` |" in card
+    reloaded = load_cost_scorer(str(shipped), cache_dir=tmp_path / "cache")
+    assert reloaded.score(["q"], [UNSAFE[1]]) == scorer.score(["q"], [UNSAFE[1]])  # the same model, shipped
+
 
 def test_unknown_holdout_group_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="unknown holdout"):
