@@ -42,6 +42,7 @@ from aligner_proxy.models import DEFAULT_CACHE_DIR
 from training.cost_model import CostCollator, _load_split, _trainer_class, build_items
 from training.data.gate_corpus import GROUPS
 from training.data.records import SafetyLabel
+from training.data.splits import hash_sample
 from training.gate_metrics import ScoreCache, binary_metrics, calibrate, pair_accuracy, score_batched
 
 logger = logging.getLogger(__name__)
@@ -91,6 +92,9 @@ class GateConfig:
     seed: int = field(default=42, metadata={"help": "Seed for shuffling, init and dropout."})
     target_fpr: float = field(default=0.05, metadata={"help": "False-positive rate the threshold is calibrated to."})
     eval_batch_size: int = field(default=64, metadata={"help": "Batch size when scoring for the metrics."})
+    max_held_out_items: int | None = field(
+        default=1200, metadata={"help": "Held-out rows scored (a stable hash sample; None: all)."}
+    )
     compare: list[str] = field(
         default_factory=lambda: ["cost-minilm-v1", "heuristic"],
         metadata={"help": "Scorers measured on the same rows (any name load_cost_scorer takes)."},
@@ -227,7 +231,10 @@ def evaluate(config: GateConfig, out: Path) -> dict[str, Any]:
     sets: dict[str, list[SafetyLabel]] = {"validation": in_dist}
     if held:
         train_labels, _ = _load_split(config.train_file, None, None, config.seed)
-        sets["held_out"] = [x for x in [*train_labels, *val_labels] if x.source in held]
+        held_rows = [x for x in [*train_labels, *val_labels] if x.source in held]
+        if config.max_held_out_items is not None:
+            held_rows = hash_sample(held_rows, config.max_held_out_items, config.seed, lambda x: x.question + x.answer)
+        sets["held_out"] = held_rows
 
     scorer = load_cost_scorer(str(out), cache_dir=Path(config.cache_dir))
     started = time.perf_counter()
