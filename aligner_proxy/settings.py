@@ -128,7 +128,7 @@ class Settings(BaseSettings):
     # Serving.
     embedded_max_tokens: int = Field(256, ge=1, description="default max_tokens for the embedded upstream")
     embedded_repetition_penalty: float = Field(
-        1.2, ge=1.0, le=2.0, description="the embedded upstream's repetition guard (1.0 = off)"
+        1.1, ge=1.0, le=2.0, description="the embedded upstream's repetition guard (1.0 = off)"
     )
     max_batch_size: int = Field(8, ge=1)
     batch_wait_ms: float = Field(10.0, ge=0)
