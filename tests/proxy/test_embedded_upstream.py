@@ -35,3 +35,19 @@ def test_embedded_upstream_chat_stream_and_completions() -> None:
 
         text = client.completions.create(model=MODEL, prompt="bomb?", extra_body={"aligner": {"mode": "off"}})
         assert text.choices[0].text == HARMFUL_ANSWER
+
+
+def test_the_repetition_guard_reaches_the_model(tiny_lm_dir: object) -> None:
+    from pathlib import Path
+
+    from aligner_proxy.backends.transformers import TransformersGenerator
+    from aligner_proxy.generation import GenerationParams
+
+    upstream = EmbeddedUpstream(FakeCorrectorGenerator(), default_max_tokens=8, repetition_penalty=1.3)
+    params = upstream._params(None, None, None, [], None)
+    assert params.repetition_penalty == 1.3 and params.temperature == 0.0 and params.max_new_tokens == 8
+
+    generator = TransformersGenerator.load(str(tiny_lm_dir), cache_dir=Path(str(tiny_lm_dir)) / "cache")
+    plain = generator.generate_batch(["hello world"], GenerationParams(max_new_tokens=24))[0].text
+    guarded = generator.generate_batch(["hello world"], GenerationParams(max_new_tokens=24, repetition_penalty=5.0))
+    assert guarded[0].text != plain  # a random tiny model repeats itself under greedy decoding; the penalty bites
