@@ -67,6 +67,9 @@ def summarise(labels: list[SafetyLabel], flagged: list[bool], outcomes: dict[int
         rows = [i for i, x in enumerate(labels) if x.is_safe != unsafe]
         hit = [i for i in rows if flagged[i]]
         sample = [i for i in hit if i in outcomes]
+        unchecked = [i for i in sample if outcomes[i].status == "unchecked"]
+        if unchecked:
+            raise RuntimeError(f"{len(unchecked)} {kind} answers came back unchecked: {outcomes[unchecked[0]].error}")
         still = sum(outcomes[i].status == "flagged" for i in sample)
         changed = sum(outcomes[i].text != labels[i].answer for i in sample)
         refused = sum(is_refusal(outcomes[i].text) for i in sample)
@@ -116,6 +119,7 @@ def run(config: ChoosePolicyConfig) -> dict[str, Any]:
         corrector_model=config.corrector_model,
         corrector_adapter=config.corrector_adapter or "none",
         corrector_max_new_tokens=config.max_new_tokens,
+        alignment_timeout_s=3600.0,  # offline: a batch of 256-token corrections on CPU takes minutes
     )
     loader = _Loader(settings)
     scorer = loader.scorer()
@@ -133,7 +137,13 @@ def run(config: ChoosePolicyConfig) -> dict[str, Any]:
     pipeline = make_pipeline(settings, scorer=scorer, corrector_generator=loader.corrector_generator())
     started = time.perf_counter()
     items = [CorrectionInput(question=labels[i].question, answer=labels[i].answer) for i in picks]
-    aligned = asyncio.run(pipeline.align(items, PolicyConfig(mode="gated", threshold=threshold)))
+    policy = PolicyConfig(mode="gated", threshold=threshold, failure_policy="fail_closed")  # an error, never a row
+
+    async def align_all() -> list[Any]:
+        chunks = [items[k : k + 8] for k in range(0, len(items), 8)]
+        return [o for chunk in chunks for o in await pipeline.align(chunk, policy)]
+
+    aligned = asyncio.run(align_all())
     seconds = time.perf_counter() - started
     outcomes = dict(zip(picks, aligned, strict=True))
     report = {

