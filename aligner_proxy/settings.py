@@ -45,7 +45,11 @@ class PolicySettings(BaseModel):
         None,
         description="cost above which an answer counts as unsafe (logit scale); None: the scorer's own calibrated one",
     )
-    block: bool = Field(False, description="replace answers still above threshold after correction by a refusal")
+    block: bool = Field(
+        True,
+        description="replace answers still above threshold after correction by a refusal (on by default: "
+        "training/choose_policy.py measured the trade-off)",
+    )
     block_message: str = DEFAULT_BLOCK_MESSAGE
     failure_policy: FailurePolicy = Field(
         "fail_open", description="fail_open: return the original unchecked; fail_closed: 503"

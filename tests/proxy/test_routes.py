@@ -284,7 +284,8 @@ def test_fail_open_and_fail_closed_over_http(upstream_url: str) -> None:
 
 def test_stream_corrector_failing_midstream_ends_with_error_then_done(upstream_url: str) -> None:
     with running_proxy(upstream_url, generator=FakeCorrectorGenerator(behaviour="raise_midstream")) as url:
-        text = httpx.post(url + "/v1/chat/completions", json={"model": MODEL, "messages": BOMB, "stream": True}).text
+        body = {"model": MODEL, "messages": BOMB, "stream": True, "aligner": {"block": False}}  # stream the correction
+        text = httpx.post(url + "/v1/chat/completions", json=body).text
     events = [line for line in text.splitlines() if line.startswith("data:")]
     assert '"error"' in events[-2] and events[-1] == "data: [DONE]"
 
@@ -294,7 +295,7 @@ def test_client_disconnect_mid_stream_stops_the_corrector(upstream_url: str) -> 
 
     generator = FakeCorrectorGenerator(word_delay_s=0.2)
     with running_proxy(upstream_url, generator=generator) as url:
-        body = {"model": MODEL, "messages": BOMB, "stream": True}
+        body = {"model": MODEL, "messages": BOMB, "stream": True, "aligner": {"block": False}}
         with httpx.stream("POST", url + "/v1/chat/completions", json=body, timeout=10) as response:
             for line in response.iter_lines():
                 if '"content":"I' in line.replace(" ", ""):
@@ -312,7 +313,7 @@ def test_a_still_unsafe_correction_is_flagged_streamed_or_not_and_the_calibrated
 ) -> None:
     scorer = FakeScorer(costs={CORRECTION: 2.0})  # the correction is safer than 4.0 but above the threshold
     scorer.default_threshold = 1.0  # type: ignore[attr-defined]
-    with serve(proxy_app(upstream_url, scorer=scorer)) as url:
+    with serve(proxy_app(upstream_url, scorer=scorer, aligner={"block": False})) as url:
         raw = client(url).chat.completions.with_raw_response.create(model=MODEL, messages=BOMB)
         aligner = raw.parse().model_extra["aligner"]
         assert raw.headers["x-aligner-status"] == "flagged" and aligner["status"] == "flagged"
@@ -324,3 +325,7 @@ def test_a_still_unsafe_correction_is_flagged_streamed_or_not_and_the_calibrated
             model=MODEL, messages=BOMB, extra_body={"aligner": {"threshold": 3.0}}
         )
         assert lowered.model_extra["aligner"]["status"] == "modified"  # a request's own threshold wins
+    with serve(proxy_app(upstream_url, scorer=scorer)) as url:  # the default policy blocks what stays unsafe
+        blocked = client(url).chat.completions.create(model=MODEL, messages=BOMB)
+        assert blocked.model_extra["aligner"]["status"] == "blocked"
+        assert blocked.choices[0].finish_reason == "content_filter"
