@@ -452,6 +452,29 @@ def write_jsonl(path: Path, records: Iterable[BaseModel]) -> int:
 # ---------------------------------------------------------------- scorer corpus
 
 
+def same_question_pairs(labels: Sequence[SafetyLabel], per_question: int, seed: int) -> list[PreferencePair]:
+    """Safe (chosen) vs unsafe (rejected) answers to one question from one source, at most ``per_question``."""
+    groups: dict[tuple[str, str], list[SafetyLabel]] = defaultdict(list)
+    for label in labels:
+        groups[(label.source, question_key(label.question))].append(label)
+    pairs: list[PreferencePair] = []
+    for (source, _), group in groups.items():
+        combos = [(s, u) for s in group if s.is_safe for u in group if not u.is_safe]
+        for safe, unsafe in hash_sample(combos, per_question, seed, lambda c: c[0].answer + c[1].answer):
+            pairs.append(
+                PreferencePair(
+                    source=source,
+                    prompt=safe.question,
+                    chosen=safe.answer,
+                    rejected=unsafe.answer,
+                    safer="chosen",
+                    chosen_is_safe=True,
+                    rejected_is_safe=False,
+                )
+            )
+    return pairs
+
+
 def build_scorer_corpus(config: CorpusConfig, sources: Sources) -> dict[str, Any]:
     """Write the cost scorer's data, split by question like the corrector corpus; return stats.
 
@@ -477,27 +500,7 @@ def build_scorer_corpus(config: CorpusConfig, sources: Sources) -> dict[str, Any
         same = first[pair_key(dup.question, dup.answer)] == dup.is_safe
         drops[dup.source]["duplicate (question, answer)" if same else "duplicate with a conflicting label"] += 1
 
-    groups: dict[tuple[str, str], list[SafetyLabel]] = defaultdict(list)
-    for label in labels:
-        groups[(label.source, question_key(label.question))].append(label)
-    pairs: list[PreferencePair] = []
-    for (source, _), group in groups.items():
-        combos = [(s, u) for s in group if s.is_safe for u in group if not u.is_safe]
-        chosen = hash_sample(
-            combos, config.scorer_max_pairs_per_question, config.seed, lambda c: c[0].answer + c[1].answer
-        )
-        pairs += [
-            PreferencePair(
-                source=source,
-                prompt=safe.question,
-                chosen=safe.answer,
-                rejected=unsafe.answer,
-                safer="chosen",
-                chosen_is_safe=True,
-                rejected_is_safe=False,
-            )
-            for safe, unsafe in chosen
-        ]
+    pairs = same_question_pairs(labels, config.scorer_max_pairs_per_question, config.seed)
 
     def by_split(items: Sequence[T], question: Callable[[T], str]) -> dict[Split, list[T]]:
         result: dict[Split, list[T]] = {"train": [], "validation": []}

@@ -47,7 +47,14 @@ import yaml
 
 from aligner_proxy.generation import GenerationParams
 from aligner_proxy.refusal import is_refusal
-from training.data.assembly import CorpusConfig, Sources, load_sources, without_eval_bucket, write_jsonl
+from training.data.assembly import (
+    CorpusConfig,
+    Sources,
+    load_sources,
+    same_question_pairs,
+    without_eval_bucket,
+    write_jsonl,
+)
 from training.data.corpus import LICENCES
 from training.data.generation_cache import CorpusGenerator, generate_cached, generation_key, read_generation_cache
 from training.data.loaders import read_sensitive
@@ -58,7 +65,6 @@ from training.data.splits import (
     hash_sample,
     normalize_whitespace,
     pair_key,
-    question_key,
     split_of,
 )
 
@@ -152,29 +158,6 @@ def smollm2_labels(
                 )
             )
     return labels, pairs
-
-
-def same_question_pairs(labels: Sequence[SafetyLabel], per_question: int, seed: int) -> list[PreferencePair]:
-    """Safe (chosen) vs unsafe (rejected) answers to one question from one source, at most ``per_question``."""
-    groups: dict[tuple[str, str], list[SafetyLabel]] = defaultdict(list)
-    for label in labels:
-        groups[(label.source, question_key(label.question))].append(label)
-    pairs: list[PreferencePair] = []
-    for (source, _), group in groups.items():
-        combos = [(s, u) for s in group if s.is_safe for u in group if not u.is_safe]
-        for safe, unsafe in hash_sample(combos, per_question, seed, lambda c: c[0].answer + c[1].answer):
-            pairs.append(
-                PreferencePair(
-                    source=source,
-                    prompt=safe.question,
-                    chosen=safe.answer,
-                    rejected=unsafe.answer,
-                    safer="chosen",
-                    chosen_is_safe=True,
-                    rejected_is_safe=False,
-                )
-            )
-    return pairs
 
 
 def assemble(config: GateCorpusConfig, sources: Sources, generator: CorpusGenerator | None) -> GateCorpus:
