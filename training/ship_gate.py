@@ -46,14 +46,14 @@ def _cell(metrics: dict[str, Any], key: str) -> str:
     return f"{value:.3f}"
 
 
-def comparison_rows(metrics: dict[str, Any], set_name: str, label: str) -> list[str]:
+def comparison_rows(metrics: dict[str, Any], set_name: str, label: str, gate_name: str = "**this gate**") -> list[str]:
     """One Markdown row per scorer for ``set_name`` (``validation`` or ``held_out``) of one run's metrics."""
     rows = []
     for scorer, sets in metrics["scorers"].items():
         table = sets.get(set_name, {}).get("all")
         if table is None:
             continue
-        name = "**this gate**" if scorer == "gate" else f"`{scorer}`"
+        name = gate_name if scorer == "gate" else f"`{scorer}`"
         cells = " | ".join(_cell(table, key) for key in COLUMNS)
         rows.append(f"| {label} | {name} | {table['n']} ({table['n_unsafe']} unsafe) | {cells} |")
     return rows
@@ -90,12 +90,17 @@ def render_tables(main: dict[str, Any], holdouts: dict[str, dict[str, Any]]) -> 
     if holdouts:
         lines += [
             "",
-            "### Held-out sources (a gate trained with the same recipe *without* the group, scored on all its rows)",
+            "### Held-out sources",
+            "",
+            "A gate trained with the same recipe *without* the group (its training items capped as the run's "
+            "`training.json` says), scored on a stable sample of the group's rows that it never saw. The baselines "
+            "are scored on the same rows, but they were not retrained: `cost-minilm-v1` was trained on "
+            "PKU-SafeRLHF and Do-Not-Answer, so on those groups its row is in distribution for it.",
             "",
             header,
         ]
         for group, metrics in holdouts.items():
-            lines += comparison_rows(metrics, "held_out", f"held out: {group}")
+            lines += comparison_rows(metrics, "held_out", f"held out: {group}", "**recipe without the group**")
     return "\n".join(lines) + "\n"
 
 

@@ -150,7 +150,9 @@ def test_gate_fine_tunes_the_encoder_saves_a_calibrated_threshold_and_measures_h
     shipped = ship(ShipGateConfig(source=str(out), destination=str(tmp_path / "shipped"), holdout_runs=[str(out)]))
     card = (shipped / "README.md").read_text()
     assert card.startswith("# cost-minilm-ft-v2: aligner-proxy gate")
-    assert "| held out: do-not-answer | **this gate** |" in card and "| all sources | `heuristic` |" in card
+    assert (
+        "| held out: do-not-answer | **recipe without the group** |" in card and "| all sources | `heuristic` |" in card
+    )
     reloaded = load_cost_scorer(str(shipped), cache_dir=tmp_path / "cache")
     assert reloaded.score(["q"], [UNSAFE[1]]) == scorer.score(["q"], [UNSAFE[1]])  # the same model, shipped
 
