@@ -452,6 +452,23 @@ def write_jsonl(path: Path, records: Iterable[BaseModel]) -> int:
 # ---------------------------------------------------------------- scorer corpus
 
 
+def clean_labels(
+    labels: Iterable[SafetyLabel], max_chars: int, drops: dict[str, Counter[str]]
+) -> tuple[list[SafetyLabel], list[SafetyLabel]]:
+    """Whitespace-normalised labels without empty or over-long ones (counted in ``drops``), deduplicated by
+    (question, answer): returns (kept, duplicates) so a caller can count conflicting labels."""
+    cleaned: list[SafetyLabel] = []
+    for label in labels:
+        question, answer = normalize_whitespace(label.question), normalize_whitespace(label.answer)
+        if not (question and answer):
+            drops[label.source]["empty after whitespace normalisation"] += 1
+        elif len(question) + len(answer) > max_chars:
+            drops[label.source]["over max_chars"] += 1
+        else:
+            cleaned.append(label.model_copy(update={"question": question, "answer": answer}))
+    return dedupe(cleaned, lambda s: pair_key(s.question, s.answer))
+
+
 def same_question_pairs(labels: Sequence[SafetyLabel], per_question: int, seed: int) -> list[PreferencePair]:
     """Safe (chosen) vs unsafe (rejected) answers to one question from one source, at most ``per_question``."""
     groups: dict[tuple[str, str], list[SafetyLabel]] = defaultdict(list)
@@ -485,16 +502,7 @@ def build_scorer_corpus(config: CorpusConfig, sources: Sources) -> dict[str, Any
     loss (Safe RLHF's cost model, Dai et al. 2024), at most
     ``scorer_max_pairs_per_question`` per question."""
     drops: dict[str, Counter[str]] = defaultdict(Counter)
-    labels: list[SafetyLabel] = []
-    for label in [*sources.pku, *sources.do_not_answer]:
-        question, answer = normalize_whitespace(label.question), normalize_whitespace(label.answer)
-        if not (question and answer):
-            drops[label.source]["empty after whitespace normalisation"] += 1
-        elif len(question) + len(answer) > config.max_chars:
-            drops[label.source]["over max_chars"] += 1
-        else:
-            labels.append(label.model_copy(update={"question": question, "answer": answer}))
-    labels, duplicates = dedupe(labels, lambda s: pair_key(s.question, s.answer))
+    labels, duplicates = clean_labels([*sources.pku, *sources.do_not_answer], config.max_chars, drops)
     first = {pair_key(s.question, s.answer): s.is_safe for s in labels}
     for dup in duplicates:
         same = first[pair_key(dup.question, dup.answer)] == dup.is_safe

@@ -50,6 +50,7 @@ from aligner_proxy.refusal import is_refusal
 from training.data.assembly import (
     CorpusConfig,
     Sources,
+    clean_labels,
     load_sources,
     same_question_pairs,
     without_eval_bucket,
@@ -61,10 +62,7 @@ from training.data.loaders import read_sensitive
 from training.data.records import PreferencePair, SafetyLabel
 from training.data.splits import (
     Split,
-    dedupe,
     hash_sample,
-    normalize_whitespace,
-    pair_key,
     split_of,
 )
 
@@ -230,16 +228,7 @@ def assemble(config: GateCorpusConfig, sources: Sources, generator: CorpusGenera
 
 
 def _clean(labels: list[SafetyLabel], config: GateCorpusConfig, drops: dict[str, Counter[str]]) -> list[SafetyLabel]:
-    kept: list[SafetyLabel] = []
-    for label in labels:
-        question, answer = normalize_whitespace(label.question), normalize_whitespace(label.answer)
-        if not (question and answer):
-            drops[label.source]["empty after whitespace normalisation"] += 1
-        elif len(question) + len(answer) > config.max_chars:
-            drops[label.source]["over max_chars"] += 1
-        else:
-            kept.append(label.model_copy(update={"question": question, "answer": answer}))
-    kept, duplicates = dedupe(kept, lambda s: pair_key(s.question, s.answer))
+    kept, duplicates = clean_labels(labels, config.max_chars, drops)
     for dup in duplicates:
         drops[dup.source]["duplicate (question, answer)"] += 1
     return kept
