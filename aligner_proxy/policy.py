@@ -35,7 +35,7 @@ from typing import Any, Literal, TypeVar
 from aligner_proxy.batching import MicroBatcher
 from aligner_proxy.corrector import CorrectionInput, Corrector
 from aligner_proxy.errors import AlignmentError
-from aligner_proxy.scorer import CostScorer
+from aligner_proxy.scorer import CostScorer, default_threshold
 
 logger = logging.getLogger(__name__)
 
@@ -88,7 +88,7 @@ class AsyncScorer:
     @property
     def default_threshold(self) -> float:
         """The scorer's calibrated threshold, or ``0.0`` (the cost scale's natural gate) if it has none."""
-        return float(getattr(self.scorer, "default_threshold", 0.0))
+        return default_threshold(self.scorer)
 
     def _score_batch(self, _key: Hashable, pairs: list[tuple[str, str]]) -> list[float]:
         prompts = [prompt for prompt, _ in pairs]
@@ -129,11 +129,13 @@ class AlignmentPipeline:
         self.scorer.close()
         await self.corrector.generator.aclose()
 
+    def threshold(self, config: PolicyConfig) -> float:
+        """The threshold ``config`` applies: its own, or the scorer's when it leaves it to the scorer."""
+        return self.scorer.default_threshold if config.threshold is None else config.threshold
+
     def resolve(self, config: PolicyConfig) -> PolicyConfig:
-        """``config`` with its threshold filled in from the scorer when it leaves it to the scorer."""
-        if config.threshold is not None:
-            return config
-        return replace(config, threshold=self.scorer.default_threshold)
+        """``config`` with its threshold filled in (what annotations report)."""
+        return config if config.threshold is not None else replace(config, threshold=self.threshold(config))
 
     async def align(
         self,
@@ -179,7 +181,7 @@ class AlignmentPipeline:
     async def assess(self, items: list[CorrectionInput], prompts: list[str], config: PolicyConfig) -> list[Outcome]:
         """Score the original answers; ``needs_correction`` says which ones the mode corrects."""
         answers = [item.answer for item in items]
-        threshold = _threshold(self.resolve(config))
+        threshold = self.threshold(config)
         timer = _Timer()
         before = await self.scorer.score(prompts, answers)
         scorer_ms = timer.ms()
@@ -227,12 +229,12 @@ class AlignmentPipeline:
         outcome.cost_after = cost
         outcome.corrected = True
         outcome.status = "modified" if streamed != outcome.original else "passed"
-        if cost > _threshold(self.resolve(config)):
+        if cost > self.threshold(config):
             outcome.status = "flagged"
 
     def apply_block(self, outcomes: list[Outcome], config: PolicyConfig) -> None:
         """The last word on a scored text still above the threshold: ``blocked`` with ``block``, else ``flagged``."""
-        threshold = _threshold(self.resolve(config))
+        threshold = self.threshold(config)
         for outcome in outcomes:
             final_cost = outcome.cost_after if outcome.cost_after is not None else outcome.cost_before
             if final_cost is None or final_cost <= threshold or outcome.status in ("unchecked", "skipped"):
@@ -258,11 +260,6 @@ class AlignmentPipeline:
             outcome.status = "modified" if correction != outcome.original else "passed"
         else:
             outcome.cost_after = before
-
-
-def _threshold(config: PolicyConfig) -> float:
-    assert config.threshold is not None, "resolve() the config first"
-    return config.threshold
 
 
 def question_text(question: object) -> str:

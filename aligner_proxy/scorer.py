@@ -12,6 +12,7 @@ every backend.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, Protocol, runtime_checkable
 
 
@@ -23,3 +24,22 @@ class CostScorer(Protocol):
     def model_id(self) -> str: ...
 
     def score(self, prompts: list[str], completions: list[str], **kw: Any) -> list[float]: ...
+
+
+def default_threshold(scorer: object) -> float:
+    """The threshold a scorer was calibrated to (``default_threshold``), or ``0.0``, the cost scale's natural gate.
+
+    The proxy's policy, the gate trainer's baselines and the corpus filters all read a scorer's
+    threshold here, so a scorer without calibration means the same everywhere."""
+    return float(getattr(scorer, "default_threshold", 0.0))
+
+
+def score_batched(
+    scorer: CostScorer, prompts: Sequence[str], completions: Sequence[str], *, batch_size: int = 64
+) -> list[float]:
+    """Costs of many (prompt, completion) pairs, scored ``batch_size`` at a time (offline callers)."""
+    costs: list[float] = []
+    for start in range(0, len(prompts), batch_size):
+        end = start + batch_size
+        costs.extend(scorer.score(list(prompts[start:end]), list(completions[start:end])))
+    return costs

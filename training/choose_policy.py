@@ -107,6 +107,7 @@ def run(config: ChoosePolicyConfig) -> dict[str, Any]:
     from aligner_proxy.corrector import CorrectionInput
     from aligner_proxy.policy import PolicyConfig
     from aligner_proxy.runtime import _Loader, make_pipeline
+    from aligner_proxy.scorer import default_threshold, score_batched
     from aligner_proxy.settings import Settings
 
     labels = [
@@ -123,11 +124,8 @@ def run(config: ChoosePolicyConfig) -> dict[str, Any]:
     )
     loader = _Loader(settings)
     scorer = loader.scorer()
-    threshold = float(getattr(scorer, "default_threshold", 0.0))
-    costs: list[float] = []
-    for i in range(0, len(labels), 64):
-        chunk = labels[i : i + 64]
-        costs.extend(scorer.score([x.question for x in chunk], [x.answer for x in chunk]))
+    threshold = default_threshold(scorer)
+    costs = score_batched(scorer, [x.question for x in labels], [x.answer for x in labels])
     flagged = [c > threshold for c in costs]
     rng = random.Random(config.seed)
     picks: list[int] = []

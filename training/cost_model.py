@@ -385,13 +385,14 @@ def evaluate_scorer(
     """
     from sklearn.metrics import roc_auc_score
 
+    from aligner_proxy.scorer import score_batched
+    from training.gate_metrics import pair_accuracy
+
     prompts = [x.question for x in labels]
     answers = [x.answer for x in labels]
     unsafe = [0 if x.is_safe else 1 for x in labels]
     started = time.perf_counter()
-    costs: list[float] = []
-    for i in range(0, len(labels), batch_size):
-        costs.extend(scorer.score(prompts[i : i + batch_size], answers[i : i + batch_size]))
+    costs = score_batched(scorer, prompts, answers, batch_size=batch_size)
     elapsed = time.perf_counter() - started
     metrics: dict[str, float] = {
         "n_labels": float(len(labels)),
@@ -407,21 +408,8 @@ def evaluate_scorer(
     metrics["accuracy_at_best"] = _accuracy(costs, unsafe, best)
     ranked = [p for p in pairs if p.safer is not None]
     if ranked:
-        unsafer = [p.rejected if p.safer == "chosen" else p.chosen for p in ranked]
-        safer = [p.chosen if p.safer == "chosen" else p.rejected for p in ranked]
-        prompts = [p.prompt for p in ranked]
-        cu = [
-            c
-            for i in range(0, len(ranked), batch_size)
-            for c in scorer.score(prompts[i : i + batch_size], unsafer[i : i + batch_size])
-        ]
-        cs = [
-            c
-            for i in range(0, len(ranked), batch_size)
-            for c in scorer.score(prompts[i : i + batch_size], safer[i : i + batch_size])
-        ]
         metrics["n_pairs"] = float(len(ranked))
-        metrics["pair_accuracy"] = sum(u > s for u, s in zip(cu, cs, strict=True)) / len(ranked)
+        metrics["pair_accuracy"] = pair_accuracy(scorer, ranked, batch_size=batch_size)
     return metrics
 
 

@@ -43,7 +43,7 @@ from training.cost_model import CostCollator, _load_split, _trainer_class, build
 from training.data.gate_corpus import GROUPS
 from training.data.records import SafetyLabel
 from training.data.splits import hash_sample
-from training.gate_metrics import ScoreCache, binary_metrics, calibrate, pair_accuracy, score_batched
+from training.gate_metrics import ScoreCache, binary_metrics, calibrate, pair_accuracy
 
 logger = logging.getLogger(__name__)
 
@@ -224,6 +224,7 @@ def evaluate(config: GateConfig, out: Path) -> dict[str, Any]:
     """Calibrate the saved scorer on validation, save the threshold, and measure it beside ``compare``."""
     from aligner_proxy.backends.embedding import HeadConfig
     from aligner_proxy.runtime import load_cost_scorer
+    from aligner_proxy.scorer import default_threshold, score_batched
 
     held = held_out_sources(config)
     val_labels, val_pairs = _load_split(config.validation_file, config.validation_pairs_file, None, config.seed)
@@ -268,7 +269,7 @@ def evaluate(config: GateConfig, out: Path) -> dict[str, Any]:
     cache = ScoreCache(config.score_cache_dir)
     for spec in config.compare:
         other = load_cost_scorer(spec, cache_dir=Path(config.cache_dir))
-        own_threshold = float(getattr(other, "default_threshold", 0.0))
+        own_threshold = default_threshold(other)
         tables: dict[str, Any] = {}
         for k, v in sets.items():
             other_costs, other_ms = cache.score(other, v, batch_size=config.eval_batch_size)

@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from aligner_proxy.scorer import CostScorer
+from aligner_proxy.scorer import CostScorer, score_batched
 from training.data.records import PreferencePair, SafetyLabel
 
 
@@ -77,15 +77,6 @@ def pair_accuracy(scorer: CostScorer, pairs: Sequence[PreferencePair], *, batch_
     cu = score_batched(scorer, prompts, unsafer, batch_size=batch_size)
     cs = score_batched(scorer, prompts, safer, batch_size=batch_size)
     return sum(u > s for u, s in zip(cu, cs, strict=True)) / max(len(ranked), 1)
-
-
-def score_batched(
-    scorer: CostScorer, prompts: Sequence[str], answers: Sequence[str], *, batch_size: int
-) -> list[float]:
-    out: list[float] = []
-    for i in range(0, len(prompts), batch_size):
-        out.extend(scorer.score(list(prompts[i : i + batch_size]), list(answers[i : i + batch_size])))
-    return out
 
 
 class ScoreCache:

@@ -26,7 +26,7 @@ from pydantic import BaseModel
 
 from aligner_proxy.generation import GenerationParams
 from aligner_proxy.refusal import is_refusal
-from aligner_proxy.scorer import CostScorer
+from aligner_proxy.scorer import CostScorer, default_threshold, score_batched
 from training.data.generation_cache import CorpusGenerator, generate_cached
 from training.data.loaders import Instruction, LoadReport, load, parse_hh_dialogue, read_sensitive
 from training.data.records import CorrectionTriple, PreferencePair, SafetyLabel
@@ -416,14 +416,11 @@ def _keep_safe_targets(
 ) -> None:
     """Drop corrections that the gate still scores above its threshold: a "safer" answer that keeps the
     harmful content must not become a target (identity triples are left alone)."""
-    threshold = float(getattr(scorer, "default_threshold", 0.0))
+    threshold = default_threshold(scorer)
     for name, triples in kept.items():
         if name.endswith("/identity") or not triples:
             continue
-        costs: list[float] = []
-        for start in range(0, len(triples), 64):
-            chunk = triples[start : start + 64]
-            costs.extend(scorer.score([t.question for t in chunk], [t.correction for t in chunk]))
+        costs = score_batched(scorer, [t.question for t in triples], [t.correction for t in triples])
         kept[name] = [t for t, c in zip(triples, costs, strict=True) if c <= threshold]
         if len(kept[name]) < len(triples):
             drops[name]["correction above the gate's threshold"] += len(triples) - len(kept[name])
