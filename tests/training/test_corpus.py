@@ -48,15 +48,21 @@ def write_tiny_data(folder: Path) -> Path:
     return folder
 
 
+TINY_FILES = {
+    "pku_mini_file": "mini.csv",
+    "do_not_answer_file": "dna.csv",
+    "hh_rlhf_file": "hh.jsonl.gz",
+    "safety_instructions_file": "safety.json",
+    "harmless_instructions_file": "benign.json",
+}
+"""The file names :func:`write_tiny_data` writes, by CorpusConfig field."""
+
+
 def tiny_config(data: Path, out: Path, **overrides: object) -> CorpusConfig:
     values: dict[str, object] = {
         "data_dir": str(data),
         "output_dir": str(out),
-        "pku_mini_file": "mini.csv",
-        "do_not_answer_file": "dna.csv",
-        "hh_rlhf_file": "hh.jsonl.gz",
-        "safety_instructions_file": "safety.json",
-        "harmless_instructions_file": "benign.json",
+        **TINY_FILES,
         "n_harmful_generations": 8,
         "n_benign_generations": 31,
         "batch_size": 4,

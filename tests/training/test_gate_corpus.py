@@ -6,18 +6,10 @@ import json
 from pathlib import Path
 
 from tests.training.fakes import FakeGenerator
-from tests.training.test_corpus import write_tiny_data
+from tests.training.test_corpus import TINY_FILES, write_tiny_data
 from training.data.gate_corpus import GROUPS, GateCorpusConfig, build
 from training.data.records import PreferencePair, SafetyLabel
 from training.data.splits import in_eval_bucket, question_key
-
-FILES = {
-    "pku_mini_file": "mini.csv",
-    "do_not_answer_file": "dna.csv",
-    "hh_rlhf_file": "hh.jsonl.gz",
-    "safety_instructions_file": "safety.json",
-    "harmless_instructions_file": "benign.json",
-}
 
 
 def _read(path: Path, record: type) -> list:
@@ -40,7 +32,7 @@ def test_gate_corpus_labels_every_source_and_keeps_the_evaluation_bucket_out(tmp
         output_dir=str(out),
         sensitive_file=str(sensitive),
         generation_cache=str(tmp_path / "cache.jsonl"),
-        source_files=FILES,
+        source_files=TINY_FILES,
         model=FakeGenerator.model_id,  # the cache is keyed by the generator's id
         n_harmful_generations=12,
         n_benign_generations=31,
