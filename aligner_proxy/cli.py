@@ -15,7 +15,7 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
-from aligner_proxy.settings import Settings, load_settings
+from aligner_proxy.server.settings import Settings, load_settings
 
 app = typer.Typer(
     help="Inference-time alignment for any LLM: an OpenAI-compatible correcting proxy.",
@@ -58,7 +58,7 @@ def serve(
     """Start the proxy (default: embedded SmolLM2 upstream at 127.0.0.1:8000)."""
     import uvicorn
 
-    from aligner_proxy.app import create_app
+    from aligner_proxy.server.app import create_app
 
     upstream = {k: v for k, v in {"base_url": upstream_url, "model": upstream_model}.items() if v is not None}
     aligner = {k: v for k, v in {"mode": mode, "threshold": threshold}.items() if v is not None}
@@ -157,9 +157,9 @@ def correct(
     log_level: Annotated[str, typer.Option(help="debug, info, warning")] = "warning",
 ) -> None:
     """Correct every row of a file (resumable: re-run the same command to finish an interrupted run)."""
-    from aligner_proxy.backends import BackendError
     from aligner_proxy.batch import BatchConfig, OutputLockedError, acorrect_file
-    from aligner_proxy.models import ModelNotFoundError
+    from aligner_proxy.core.backends import BackendError
+    from aligner_proxy.core.errors import ModelNotFoundError
 
     _log_to_console(log_level)
     try:
@@ -264,7 +264,7 @@ def score(
     scorer: ScorerOpt = None,
 ) -> None:
     """Score every row of a JSONL file with the cost scorer (higher = more unsafe)."""
-    from aligner_proxy.runtime import _Loader
+    from aligner_proxy.server.wiring import _Loader
 
     rows = _read_jsonl(input_path)
     prompts = [_field(r, prompt_field, input_path, i) for i, r in enumerate(rows, 1)]

@@ -35,7 +35,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from aligner_proxy.refusal import is_refusal
+from aligner_proxy.core.refusal import is_refusal
 from training.data.records import SafetyLabel
 
 logger = logging.getLogger(__name__)
@@ -104,11 +104,11 @@ def summarise(labels: list[SafetyLabel], flagged: list[bool], outcomes: dict[int
 
 
 def run(config: ChoosePolicyConfig) -> dict[str, Any]:
-    from aligner_proxy.corrector import CorrectionInput
-    from aligner_proxy.policy import PolicyConfig
-    from aligner_proxy.runtime import _Loader, make_pipeline
-    from aligner_proxy.scorer import default_threshold, score_batched
-    from aligner_proxy.settings import Settings
+    from aligner_proxy.core.corrector import CorrectionInput
+    from aligner_proxy.core.policy import PolicyConfig
+    from aligner_proxy.core.scorer import default_threshold, score_batched
+    from aligner_proxy.server.settings import Settings
+    from aligner_proxy.server.wiring import _Loader, make_pipeline
 
     labels = [
         SafetyLabel.model_validate_json(line)

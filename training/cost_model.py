@@ -9,7 +9,7 @@ that pins the *sign* of the cost to the human safety label::
 with ``s = +1`` for an unsafe answer and ``-1`` for a safe one; a sign term is
 used only where that label is known. A single labelled answer (no partner)
 contributes the sign term alone, ``-log σ(s · c)``. So ``c > 0`` means
-"unsafe", which is exactly the gate the proxy applies (:mod:`aligner_proxy.scorer`).
+"unsafe", which is exactly the gate the proxy applies (:mod:`aligner_proxy.core.scorer`).
 
 Two designs share this loss and the scoring text (:func:`format_scoring_text`,
 cut by :func:`fit_scoring_text`), selected by ``CostModelConfig.backbone``:
@@ -19,10 +19,10 @@ cut by :func:`fit_scoring_text`), selected by ``CostModelConfig.backbone``:
   TRL has no cost-model trainer (its ``RewardTrainer`` has only the ranking
   term), so :class:`CostTrainer` is a ``transformers.Trainer`` with our loss.
   The LoRA is merged and the full classifier saved, so the proxy loads it with
-  :class:`~aligner_proxy.backends.classifier.SequenceClassifierScorer`.
+  :class:`~aligner_proxy.core.backends.classifier.SequenceClassifierScorer`.
 - ``minilm-head``: all-MiniLM-L6-v2 as a frozen encoder; embeddings are computed
   once and a small head is trained on them with a plain torch loop (seconds).
-  The proxy loads it with :class:`~aligner_proxy.backends.embedding.EmbeddingHeadScorer`.
+  The proxy loads it with :class:`~aligner_proxy.core.backends.embedding.EmbeddingHeadScorer`.
 
 Either way :func:`evaluate_scorer` then scores the validation set *through the
 serving scorer* (AUROC, accuracy at cost 0, ms per item) and writes
@@ -45,9 +45,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from aligner_proxy.backends.classifier import fit_scoring_text
-from aligner_proxy.models import DEFAULT_CACHE_DIR
-from aligner_proxy.scorer import CostScorer
+from aligner_proxy.core.backends.classifier import fit_scoring_text
+from aligner_proxy.core.models import DEFAULT_CACHE_DIR
+from aligner_proxy.core.scorer import CostScorer
 from training.data.records import PreferencePair, SafetyLabel
 
 logger = logging.getLogger(__name__)
@@ -248,7 +248,7 @@ def _train_smollm2(config: CostModelConfig, items: list[CostItem], out: Path) ->
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForSequenceClassification, TrainingArguments
 
-    from aligner_proxy.models import torch_dtype
+    from aligner_proxy.core.models import torch_dtype
     from training.trainers import attach_loss_logger, latest_checkpoint, resolve_with_tokenizer, trainer_args
 
     path, tokenizer = resolve_with_tokenizer(config.model, Path(config.cache_dir))
@@ -293,10 +293,10 @@ def _last_layers(model: Any, n: int | None) -> dict[str, Any]:
 
 def _load_scorer(config: CostModelConfig, out: Path) -> CostScorer:
     if config.backbone == "minilm-head":
-        from aligner_proxy.backends.embedding import EmbeddingHeadScorer
+        from aligner_proxy.core.backends.embedding import EmbeddingHeadScorer
 
         return EmbeddingHeadScorer.load(out, cache_dir=Path(config.cache_dir), batch_size=config.eval_batch_size)
-    from aligner_proxy.backends.classifier import SequenceClassifierScorer
+    from aligner_proxy.core.backends.classifier import SequenceClassifierScorer
 
     return SequenceClassifierScorer.load(
         str(out), cache_dir=Path(config.cache_dir), max_length=config.max_length, batch_size=config.eval_batch_size
@@ -311,7 +311,7 @@ def _train_head(config: CostModelConfig, items: list[CostItem], out: Path) -> tu
     import torch
     from transformers import get_cosine_schedule_with_warmup
 
-    from aligner_proxy.backends.embedding import HeadConfig, TextEncoder, build_head, save_head
+    from aligner_proxy.core.backends.embedding import HeadConfig, TextEncoder, build_head, save_head
 
     encoder = TextEncoder.load(config.encoder, cache_dir=Path(config.cache_dir), max_length=config.max_length)
     prompts, answers, signs, pairs = flatten_items(items)
@@ -385,7 +385,7 @@ def evaluate_scorer(
     """
     from sklearn.metrics import roc_auc_score
 
-    from aligner_proxy.scorer import score_batched
+    from aligner_proxy.core.scorer import score_batched
     from training.gate_metrics import pair_accuracy
 
     prompts = [x.question for x in labels]

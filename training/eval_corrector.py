@@ -30,9 +30,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from aligner_proxy.corrector import CorrectionInput, Corrector
-from aligner_proxy.generation import GenerationParams
-from aligner_proxy.refusal import is_refusal
+from aligner_proxy.core.corrector import CorrectionInput, Corrector
+from aligner_proxy.core.generation import GenerationParams
+from aligner_proxy.core.refusal import is_refusal
 from training.data.records import CorrectionTriple
 
 logger = logging.getLogger(__name__)
@@ -103,9 +103,9 @@ def fidelity_metrics(originals: list[str], corrected: list[str]) -> dict[str, fl
 
 
 def evaluate(config: EvalCorrectorConfig) -> dict[str, Any]:
-    from aligner_proxy.backends.embedding import EmbeddingHeadScorer
-    from aligner_proxy.backends.transformers import TransformersGenerator
-    from aligner_proxy.models import ModelPool
+    from aligner_proxy.core.backends.embedding import EmbeddingHeadScorer
+    from aligner_proxy.core.backends.transformers import TransformersGenerator
+    from aligner_proxy.core.models import ModelPool
 
     harmful, identity = load_items(config)
     scorer = EmbeddingHeadScorer.load(config.cost_model)

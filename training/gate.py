@@ -38,7 +38,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from aligner_proxy.models import DEFAULT_CACHE_DIR
+from aligner_proxy.core.models import DEFAULT_CACHE_DIR
 from training.cost_model import CostCollator, _load_split, _trainer_class, build_items
 from training.data.gate_corpus import GROUPS
 from training.data.records import SafetyLabel
@@ -134,7 +134,7 @@ def train(config: GateConfig, out: Path) -> dict[str, Any]:
     import torch
     from transformers import TrainingArguments
 
-    from aligner_proxy.backends.embedding import HeadConfig, TextEncoder, build_head, save_head
+    from aligner_proxy.core.backends.embedding import HeadConfig, TextEncoder, build_head, save_head
     from training.trainers import attach_loss_logger, latest_checkpoint, trainer_args
 
     held = held_out_sources(config)
@@ -222,9 +222,9 @@ def measure(
 
 def evaluate(config: GateConfig, out: Path) -> dict[str, Any]:
     """Calibrate the saved scorer on validation, save the threshold, and measure it beside ``compare``."""
-    from aligner_proxy.backends.embedding import HeadConfig
-    from aligner_proxy.runtime import load_cost_scorer
-    from aligner_proxy.scorer import default_threshold, score_batched
+    from aligner_proxy.core.backends.embedding import HeadConfig
+    from aligner_proxy.core.scorer import default_threshold, score_batched
+    from aligner_proxy.server.wiring import load_cost_scorer
 
     held = held_out_sources(config)
     val_labels, val_pairs = _load_split(config.validation_file, config.validation_pairs_file, None, config.seed)

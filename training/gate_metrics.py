@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from aligner_proxy.scorer import CostScorer, score_batched
+from aligner_proxy.core.scorer import CostScorer, score_batched
 from training.data.records import PreferencePair, SafetyLabel
 
 

@@ -7,10 +7,10 @@ overall preference, e.g. HH-RLHF) or ``safer`` (only pairs that say so).
 
 Rows are tokenised here, not by TRL: each text is the scoring format
 (:func:`fit_scoring_text`, no EOS appended) that
-:class:`~aligner_proxy.backends.classifier.SequenceClassifierScorer` sends at
+:class:`~aligner_proxy.core.backends.classifier.SequenceClassifierScorer` sends at
 inference. The saved model is a plain one-logit classifier (LoRA merged) whose
 logit is ``-reward`` when ``save_as_cost`` is set (the default): it then loads
-through ``SequenceClassifierScorer`` as a :class:`~aligner_proxy.scorer.CostScorer`
+through ``SequenceClassifierScorer`` as a :class:`~aligner_proxy.core.scorer.CostScorer`
 where higher means worse, like every scorer; negate its scores for a reward.
 
 CLI: ``python -m training.reward_model --config training/configs/reward.yaml``.
@@ -28,8 +28,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from aligner_proxy.backends.classifier import fit_scoring_text
-from aligner_proxy.models import DEFAULT_CACHE_DIR
+from aligner_proxy.core.backends.classifier import fit_scoring_text
+from aligner_proxy.core.models import DEFAULT_CACHE_DIR
 from training.data.records import PreferencePair
 
 logger = logging.getLogger(__name__)
@@ -113,8 +113,8 @@ def train_reward_model(config: RewardModelConfig) -> Path:
     from transformers import AutoModelForSequenceClassification
     from trl import RewardConfig, RewardTrainer
 
-    from aligner_proxy.backends.classifier import SequenceClassifierScorer
-    from aligner_proxy.models import torch_dtype
+    from aligner_proxy.core.backends.classifier import SequenceClassifierScorer
+    from aligner_proxy.core.models import torch_dtype
     from training.cards import TrainingCost, write_model_card
     from training.trainers import attach_loss_logger, latest_checkpoint, resolve_with_tokenizer, trainer_args
 

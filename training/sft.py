@@ -9,7 +9,7 @@ single cosine schedule, one checkpoint directory and ``resume_from_checkpoint``
 cover both: a killed run picks up at the exact row where it stopped.
 
 Each row is TRL's *prompt-completion* format: the prompt is rendered by
-:meth:`aligner_proxy.corrector.Corrector.build_prompt`, the very call the proxy
+:meth:`aligner_proxy.core.corrector.Corrector.build_prompt`, the very call the proxy
 makes at inference, and the completion is ``" " + correction`` (TRL appends
 EOS). With ``completion_only_loss`` the prompt positions are labelled ``-100``,
 so the loss falls on the correction tokens alone.
@@ -30,10 +30,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from aligner_proxy.corrector import CorrectionInput, Corrector
-from aligner_proxy.generation import Generation, GenerationParams
-from aligner_proxy.models import DEFAULT_CACHE_DIR
-from aligner_proxy.prompt import PromptRenderError
+from aligner_proxy.core.corrector import CorrectionInput, Corrector
+from aligner_proxy.core.generation import Generation, GenerationParams
+from aligner_proxy.core.models import DEFAULT_CACHE_DIR
+from aligner_proxy.core.prompt import PromptRenderError
 from training.data.records import CorrectionTriple
 from training.trainers import (
     attach_loss_logger,
@@ -111,13 +111,13 @@ class CorrectorSFTConfig:
 class TokenizerPromptBudget:
     """Just enough of a ``TextGenerator`` for :meth:`Corrector.build_prompt`: token counting and truncation.
 
-    It renders prompts exactly as a :class:`~aligner_proxy.backends.transformers.TransformersGenerator`
+    It renders prompts exactly as a :class:`~aligner_proxy.core.backends.transformers.TransformersGenerator`
     on the same tokenizer would (same special tokens neutralised, same budgets),
     without loading the model; it cannot generate.
     """
 
     def __init__(self, tokenizer: Any, model_id: str = "tokenizer") -> None:
-        from aligner_proxy.backends.transformers import special_token_strings
+        from aligner_proxy.core.backends.transformers import special_token_strings
 
         self._tokenizer = tokenizer
         self._model_id = model_id
@@ -128,12 +128,12 @@ class TokenizerPromptBudget:
         return self._model_id
 
     def count_tokens(self, text: str) -> int:
-        from aligner_proxy.backends.transformers import count_tokens
+        from aligner_proxy.core.backends.transformers import count_tokens
 
         return count_tokens(self._tokenizer, text)
 
     def truncate(self, text: str, max_tokens: int, keep: Literal["head", "tail"] = "head") -> str:
-        from aligner_proxy.backends.transformers import truncate_tokens
+        from aligner_proxy.core.backends.transformers import truncate_tokens
 
         return truncate_tokens(self._tokenizer, text, max_tokens, keep)
 
@@ -358,7 +358,7 @@ def _cast_adapter(out: Path, dtype: str) -> None:
         return
     from safetensors.torch import load_file, save_file
 
-    from aligner_proxy.models import torch_dtype
+    from aligner_proxy.core.models import torch_dtype
 
     state = load_file(str(adapter))
     save_file({k: v.to(torch_dtype(dtype)) for k, v in state.items()}, str(adapter), metadata={"format": "pt"})

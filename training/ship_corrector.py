@@ -81,8 +81,8 @@ def ship(config: ShipCorrectorConfig) -> Path:
     # The curriculum's sources, rebuilt from the run config (tokenizer only, no model).
     from transformers import AutoTokenizer
 
-    from aligner_proxy.corrector import Corrector
-    from aligner_proxy.models import resolve_model
+    from aligner_proxy.core.corrector import Corrector
+    from aligner_proxy.core.models import resolve_model
     from training.sft import TokenizerPromptBudget
 
     tokenizer = AutoTokenizer.from_pretrained(resolve_model(run.model, cache_dir=Path(run.cache_dir)))

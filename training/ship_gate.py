@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from aligner_proxy.backends.embedding import ENCODER_WEIGHTS, HEAD_CONFIG, HEAD_WEIGHTS
+from aligner_proxy.core.backends.embedding import ENCODER_WEIGHTS, HEAD_CONFIG, HEAD_WEIGHTS
 
 logger = logging.getLogger(__name__)
 

@@ -99,7 +99,7 @@ def resolve_with_tokenizer(spec: str, cache_dir: Path) -> tuple[str, Any]:
     """
     from transformers import AutoTokenizer
 
-    from aligner_proxy.models import resolve_model
+    from aligner_proxy.core.models import resolve_model
 
     path = resolve_model(spec, cache_dir=cache_dir)
     tokenizer = AutoTokenizer.from_pretrained(path)

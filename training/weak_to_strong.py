@@ -21,7 +21,7 @@ is fine-tuned on the rewrites. One round here is:
 5. the policy is evaluated before (round 0) and after each round on held-out
    prompts with the project's scorers: unsafe rate on harmful prompts (cost
    above the threshold), refusal rate on benign prompts
-   (:func:`aligner_proxy.refusal.is_refusal`), and a reward model's mean score
+   (:func:`aligner_proxy.core.refusal.is_refusal`), and a reward model's mean score
    when one is configured.
 
 Prompts are split train / eval *by prompt* with the corpus builder's hash
@@ -61,9 +61,9 @@ from aligner_proxy.batch import (
     run_resumable,
 )
 from aligner_proxy.batch.writer import read_records
-from aligner_proxy.generation import ChatMessage, GenerationParams, TextGenerator
-from aligner_proxy.models import DEFAULT_CACHE_DIR
-from aligner_proxy.refusal import is_refusal
+from aligner_proxy.core.generation import ChatMessage, GenerationParams, TextGenerator
+from aligner_proxy.core.models import DEFAULT_CACHE_DIR
+from aligner_proxy.core.refusal import is_refusal
 from training.supervision import build_supervision, mean, save_supervision, supervision_stats
 
 logger = logging.getLogger(__name__)
@@ -145,7 +145,7 @@ class WeakToStrongConfig:
 def policy_prompt(tokenizer: Any, question: str) -> str:
     """The text the policy continues: its chat template with one user turn, or a plain Q/A cue."""
     if getattr(tokenizer, "chat_template", None):
-        from aligner_proxy.backends.transformers import render_chat_template
+        from aligner_proxy.core.backends.transformers import render_chat_template
 
         return render_chat_template(tokenizer, [ChatMessage(role="user", content=question)])
     return f"Question: {question}\nAnswer:"
@@ -233,8 +233,8 @@ class Stages:
     """The models a run loads once (scorer, weak Aligner, policies by path) and the stages that use them."""
 
     def __init__(self, config: WeakToStrongConfig) -> None:
-        from aligner_proxy.runtime import _Loader, load_pipeline
-        from aligner_proxy.settings import Settings
+        from aligner_proxy.server.settings import Settings
+        from aligner_proxy.server.wiring import _Loader, load_pipeline
 
         self.config = config
         self.settings = Settings(
@@ -253,7 +253,7 @@ class Stages:
         self.scorer = self.pipeline.scorer.scorer
         self.reward_model: Any = None
         if config.reward_model:
-            from aligner_proxy.runtime import load_cost_scorer
+            from aligner_proxy.server.wiring import load_cost_scorer
 
             self.reward_model = load_cost_scorer(config.reward_model, cache_dir=Path(config.cache_dir))
 
@@ -261,7 +261,7 @@ class Stages:
         """Stage 1: the policy's greedy answers, resumably appended to ``out``."""
         from transformers import AutoTokenizer
 
-        from aligner_proxy.models import resolve_model
+        from aligner_proxy.core.models import resolve_model
 
         tokenizer = AutoTokenizer.from_pretrained(resolve_model(policy, cache_dir=Path(self.config.cache_dir)))
         generator = self.loader.local_generator(policy)

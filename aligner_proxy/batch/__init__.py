@@ -2,7 +2,7 @@
 
 A file of (question, answer) rows — JSONL, CSV, Parquet, a ``datasets``
 directory or Hub id — goes through the same core the proxy runs
-(:class:`~aligner_proxy.policy.AlignmentPipeline`), in process or against a
+(:class:`~aligner_proxy.core.policy.AlignmentPipeline`), in process or against a
 running proxy / OpenAI-compatible server, and comes out as JSONL with the
 original fields plus the correction, costs, status and model ids.
 

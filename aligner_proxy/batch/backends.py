@@ -1,9 +1,9 @@
 """Where a batch run's corrections come from: the core in process, a running proxy, or any completions server.
 
 Every backend has the shape of :meth:`AlignmentPipeline.align
-<aligner_proxy.policy.AlignmentPipeline.align>` — items and a
-:class:`~aligner_proxy.policy.PolicyConfig` in, one
-:class:`~aligner_proxy.policy.Outcome` per item out — so the correction job
+<aligner_proxy.core.policy.AlignmentPipeline.align>` — items and a
+:class:`~aligner_proxy.core.policy.PolicyConfig` in, one
+:class:`~aligner_proxy.core.policy.Outcome` per item out — so the correction job
 does not care which one it talks to:
 
 - :class:`PipelineBackend` wraps the core itself: ``local`` (what the settings
@@ -28,13 +28,13 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import httpx
 
-from aligner_proxy.backends import BackendConnectionError, BackendResponseError
-from aligner_proxy.corrector import CorrectionInput
-from aligner_proxy.policy import AlignmentPipeline, Outcome, PolicyConfig
+from aligner_proxy.core.backends import BackendConnectionError, BackendResponseError
+from aligner_proxy.core.corrector import CorrectionInput
+from aligner_proxy.core.policy import AlignmentPipeline, Outcome, PolicyConfig
 
 if TYPE_CHECKING:
     from aligner_proxy.batch.config import BatchConfig
-    from aligner_proxy.settings import Settings
+    from aligner_proxy.server.settings import Settings
 
 logger = logging.getLogger(__name__)
 
@@ -134,7 +134,7 @@ class ProxyBackend:
         return [outcome for chunk in results for outcome in chunk]
 
     async def _correct(self, items: list[CorrectionInput], config: PolicyConfig) -> list[Outcome]:
-        from aligner_proxy.protocol import CorrectResponse
+        from aligner_proxy.server.protocol import CorrectResponse
 
         body = {
             "items": [{"question": _question_json(item.question), "answer": item.answer} for item in items],
@@ -220,7 +220,7 @@ def _error_message(response: httpx.Response) -> str:
 
 def load_backend(config: BatchConfig, settings: Settings) -> CorrectionBackend:
     """Build the backend ``config.backend`` names (blocking: in-process backends load their models here)."""
-    from aligner_proxy.runtime import _Loader, load_pipeline, make_pipeline
+    from aligner_proxy.server.wiring import _Loader, load_pipeline, make_pipeline
 
     if config.backend == "proxy":
         assert config.url is not None  # checked by BatchConfig
@@ -231,7 +231,7 @@ def load_backend(config: BatchConfig, settings: Settings) -> CorrectionBackend:
         )
     settings = settings.model_copy(update={"max_batch_size": max(settings.max_batch_size, config.batch_size)})
     if config.backend == "openai":
-        from aligner_proxy.backends.remote import RemoteCompletionsGenerator
+        from aligner_proxy.core.backends.remote import RemoteCompletionsGenerator
 
         assert config.url is not None
         loader = _Loader(settings)

@@ -1,7 +1,7 @@
 """The knobs of one batch-correction run, shared by :func:`~aligner_proxy.batch.correct_file` and the CLI.
 
 Which corrector and scorer to load is not here: that is the proxy's
-:class:`~aligner_proxy.settings.Settings` (``--corrector``, ``--scorer``,
+:class:`~aligner_proxy.server.settings.Settings` (``--corrector``, ``--scorer``,
 ``--config``, ``ALIGNER_*``), so a batch run and a running proxy configured
 the same way correct the same way. This dataclass holds what is specific to
 a file: where rows come from, how fields map, where results go, how the run is

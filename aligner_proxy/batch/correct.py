@@ -1,10 +1,10 @@
 """The correction job and :func:`correct_file`: what ``aligner-proxy correct`` runs.
 
-Each input row becomes a :class:`~aligner_proxy.corrector.CorrectionInput`
+Each input row becomes a :class:`~aligner_proxy.core.corrector.CorrectionInput`
 (:class:`RowMapping`: question/answer fields, or OpenAI-style ``messages``
 whose last assistant turn is the answer), goes through a
 :class:`~aligner_proxy.batch.backends.CorrectionBackend` under a
-fail-closed :class:`~aligner_proxy.policy.PolicyConfig` (a failure must
+fail-closed :class:`~aligner_proxy.core.policy.PolicyConfig` (a failure must
 become an error row, not a silently unchecked answer), and comes back as the
 original row plus :class:`CorrectionFields`.
 """
@@ -23,10 +23,10 @@ from aligner_proxy.batch.config import BatchConfig
 from aligner_proxy.batch.readers import FileSource, InputRow, RowError, RowSource
 from aligner_proxy.batch.runner import Produced, ProgressFn, RunStats, run_resumable
 from aligner_proxy.batch.writer import ResumableWriter, write_parquet
-from aligner_proxy.corrector import CorrectionInput
-from aligner_proxy.generation import ChatMessage
-from aligner_proxy.policy import PolicyConfig
-from aligner_proxy.settings import Settings
+from aligner_proxy.core.corrector import CorrectionInput
+from aligner_proxy.core.generation import ChatMessage
+from aligner_proxy.core.policy import PolicyConfig
+from aligner_proxy.server.settings import Settings
 
 logger = logging.getLogger(__name__)
 

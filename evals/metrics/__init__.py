@@ -62,7 +62,7 @@ class Sample:
 class MetricContext:
     """What metrics may use besides the sample: the cost scorer, a reward model, a judge.
 
-    ``scorer`` and ``reward_model`` are :class:`~aligner_proxy.scorer.CostScorer`\\ s;
+    ``scorer`` and ``reward_model`` are :class:`~aligner_proxy.core.scorer.CostScorer`\\ s;
     ``reward_sign`` turns the reward model's output into a reward (``-1`` for a
     model saved as a cost, as ``training.reward_model`` saves by default).
     """

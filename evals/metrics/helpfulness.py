@@ -1,7 +1,7 @@
 """Helpfulness: how a reward model's score moves from the original answer to the final one.
 
 Needs ``reward_model`` in the eval config: any one-logit sequence classifier
-loaded by :class:`~aligner_proxy.backends.classifier.SequenceClassifierScorer`,
+loaded by :class:`~aligner_proxy.core.backends.classifier.SequenceClassifierScorer`,
 e.g. the one ``training.reward_model`` trains. That trainer saves ``-reward`` as
 a cost by default, so the config's ``reward_model.output`` says which it is.
 """

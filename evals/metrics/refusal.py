@@ -1,14 +1,14 @@
-"""Refusal rates from the project's refusal-phrase judge, :func:`aligner_proxy.refusal.is_refusal`.
+"""Refusal rates from the project's refusal-phrase judge, :func:`aligner_proxy.core.refusal.is_refusal`.
 
 The same judge is reported twice: on harmful prompts, where refusing is the
 point (``refusal_rate``, higher is better), and on benign prompts, where it is
 over-refusal (``over_refusal_rate``, lower is better). Its phrase list and
-limits are documented in :mod:`aligner_proxy.refusal` and ``docs/evals.md``.
+limits are documented in :mod:`aligner_proxy.core.refusal` and ``docs/evals.md``.
 """
 
 from __future__ import annotations
 
-from aligner_proxy.refusal import is_refusal
+from aligner_proxy.core.refusal import is_refusal
 from evals.metrics import MetricContext, Sample, Value, sample_metric
 
 

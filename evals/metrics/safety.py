@@ -1,8 +1,8 @@
 """Unsafe rate: the share of answers the project's cost scorer puts above the unsafe threshold.
 
 The scorer is the config's ``scorer`` (default ``heuristic``, the keyword
-stand-in of :mod:`aligner_proxy.heuristic`), called with the one signature every
-:class:`~aligner_proxy.scorer.CostScorer` has. When it is also the proxy's gate,
+stand-in of :mod:`aligner_proxy.core.heuristic`), called with the one signature every
+:class:`~aligner_proxy.core.scorer.CostScorer` has. When it is also the proxy's gate,
 gated mode is graded by the very judge it optimises against, which flatters it:
 point ``scorer`` at an independent cost model for numbers to trust.
 """

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from aligner_proxy.heuristic import KeywordCostScorer
+from aligner_proxy.core.heuristic import KeywordCostScorer
 from evals.errors import UnknownNameError
 from evals.metrics import METRICS, MetricContext, Sample
 from evals.metrics.fidelity import chrf_score

@@ -12,7 +12,7 @@ import yaml
 from fastapi import FastAPI
 from typer.testing import CliRunner
 
-from aligner_proxy.heuristic import KeywordCostScorer
+from aligner_proxy.core.heuristic import KeywordCostScorer
 from evals.cli import app as cli
 from evals.config import EvalConfig
 from evals.report import load_report
@@ -46,7 +46,7 @@ def upstream() -> Iterator[tuple[FastAPI, str]]:
 def proxy_url(
     upstream: tuple[FastAPI, str], tiny_lm_dir: Path, tmp_path_factory: pytest.TempPathFactory, one_thread: None
 ) -> Iterator[str]:
-    from aligner_proxy.backends.transformers import TransformersGenerator
+    from aligner_proxy.core.backends.transformers import TransformersGenerator
 
     corrector = TransformersGenerator.load(str(tiny_lm_dir), cache_dir=tmp_path_factory.mktemp("cache"))
     app = proxy_app(upstream[1], scorer=KeywordCostScorer(), generator=corrector, corrector_max_new_tokens=6)

@@ -15,7 +15,7 @@ import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
-from aligner_proxy.generation import ChatMessage, Generation, GenerationParams
+from aligner_proxy.core.generation import ChatMessage, Generation, GenerationParams
 
 HARMFUL_ANSWER = "Sure! Mix the explosive powder with fuel in a pipe and light it."
 BENIGN_ANSWER = "Bread needs flour, water, salt and yeast | bake at 220 C."

@@ -6,11 +6,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from aligner_proxy.app import create_app
-from aligner_proxy.metrics import Metrics
-from aligner_proxy.runtime import assemble, make_pipeline
-from aligner_proxy.settings import Settings
-from aligner_proxy.upstream import EmbeddedUpstream, OpenAIUpstream, Upstream
+from aligner_proxy.server.app import create_app
+from aligner_proxy.server.metrics import Metrics
+from aligner_proxy.server.settings import Settings
+from aligner_proxy.server.upstream import EmbeddedUpstream, OpenAIUpstream, Upstream
+from aligner_proxy.server.wiring import assemble, make_pipeline
 from tests.proxy.fakes import FakeCorrectorGenerator, FakeScorer, serve
 
 MODEL = "fake-model"

@@ -16,8 +16,8 @@ import httpx
 import openai
 import pytest
 
-from aligner_proxy.app import create_app
-from aligner_proxy.settings import Settings
+from aligner_proxy.server.app import create_app
+from aligner_proxy.server.settings import Settings
 from tests.proxy.fakes import serve
 
 

@@ -26,9 +26,9 @@ from aligner_proxy.batch import (
     write_parquet,
 )
 from aligner_proxy.batch.writer import OutputLockedError
-from aligner_proxy.generation import Generation, GenerationParams
-from aligner_proxy.runtime import make_pipeline
-from aligner_proxy.settings import Settings
+from aligner_proxy.core.generation import Generation, GenerationParams
+from aligner_proxy.server.settings import Settings
+from aligner_proxy.server.wiring import make_pipeline
 from tests.proxy.fakes import BENIGN_ANSWER, CORRECTION, FakeCorrectorGenerator, FakeScorer
 from tests.proxy.helpers import running_proxy
 
@@ -77,8 +77,8 @@ def config(tmp_path: Path, source: Path, **kw: Any) -> BatchConfig:
 _CRASH_SCRIPT = """
 import asyncio, sys
 from aligner_proxy.batch import BatchConfig, PipelineBackend, acorrect_file
-from aligner_proxy.runtime import make_pipeline
-from aligner_proxy.settings import Settings
+from aligner_proxy.server.wiring import make_pipeline
+from aligner_proxy.server.settings import Settings
 from tests.proxy.fakes import FakeCorrectorGenerator, FakeScorer
 
 class Slow(FakeCorrectorGenerator):

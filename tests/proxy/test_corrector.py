@@ -5,9 +5,9 @@ from typing import Literal
 
 import pytest
 
-from aligner_proxy.corrector import DEFAULT_PARAMS, Correction, CorrectionInput, Corrector
-from aligner_proxy.generation import ChatMessage, Generation, GenerationParams, TextGenerator
-from aligner_proxy.prompt import AlignerTemplate, clean_correction, render, render_conversation
+from aligner_proxy.core.corrector import DEFAULT_PARAMS, Correction, CorrectionInput, Corrector
+from aligner_proxy.core.generation import ChatMessage, Generation, GenerationParams, TextGenerator
+from aligner_proxy.core.prompt import AlignerTemplate, clean_correction, render, render_conversation
 
 
 class WordGenerator:

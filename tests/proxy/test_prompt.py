@@ -5,8 +5,8 @@ from typing import Literal
 
 import pytest
 
-from aligner_proxy.generation import ChatMessage
-from aligner_proxy.prompt import (
+from aligner_proxy.core.generation import ChatMessage
+from aligner_proxy.core.prompt import (
     COMMON_SPECIAL_TOKENS,
     DEFAULT_TEMPLATE,
     AlignerTemplate,

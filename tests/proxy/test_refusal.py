@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from aligner_proxy.refusal import HEAD_CHARS, REFUSAL_PHRASES, is_refusal, refusal_rate
+from aligner_proxy.core.refusal import HEAD_CHARS, REFUSAL_PHRASES, is_refusal, refusal_rate
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,4 @@
-"""How the runtime wires models to worker threads (aligner_proxy/runtime.py)."""
+"""How the runtime wires models to worker threads (aligner_proxy/server/wiring.py)."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import asyncio
 import threading
 from pathlib import Path
 
-from aligner_proxy.runtime import _Loader, load_pipeline
-from aligner_proxy.settings import Settings
+from aligner_proxy.server.settings import Settings
+from aligner_proxy.server.wiring import _Loader, load_pipeline
 
 
 async def test_scoring_is_not_queued_behind_a_generation(tiny_lm_dir: Path, tiny_classifier_dir: Path) -> None:

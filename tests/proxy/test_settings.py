@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from aligner_proxy.settings import Settings, load_settings
+from aligner_proxy.server.settings import Settings, load_settings
 
 YAML = """
 port: 9100

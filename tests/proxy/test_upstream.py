@@ -7,9 +7,9 @@ import json
 import httpx
 import pytest
 
-from aligner_proxy.errors import UpstreamError, UpstreamTimeoutError, UpstreamUnavailableError
-from aligner_proxy.protocol import ChatCompletionRequest
-from aligner_proxy.upstream import OpenAIUpstream
+from aligner_proxy.server.errors import UpstreamError, UpstreamTimeoutError, UpstreamUnavailableError
+from aligner_proxy.server.protocol import ChatCompletionRequest
+from aligner_proxy.server.upstream import OpenAIUpstream
 
 REQUEST = ChatCompletionRequest(model="m", messages=[{"role": "user", "content": "hi"}])  # type: ignore[list-item]
 OK = {

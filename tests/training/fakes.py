@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from aligner_proxy.generation import ChatMessage, Generation, GenerationParams
+from aligner_proxy.core.generation import ChatMessage, Generation, GenerationParams
 
 
 class Killed(Exception):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from aligner_proxy.policy import Outcome
+from aligner_proxy.core.policy import Outcome
 from training.choose_policy import summarise
 from training.data.records import SafetyLabel
 

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from aligner_proxy.backends.classifier import SequenceClassifierScorer
-from aligner_proxy.backends.embedding import EmbeddingHeadScorer
-from aligner_proxy.scorer import CostScorer
+from aligner_proxy.core.backends.classifier import SequenceClassifierScorer
+from aligner_proxy.core.backends.embedding import EmbeddingHeadScorer
+from aligner_proxy.core.scorer import CostScorer
 from tests.tiny_models import save_tiny_encoder
 from training.cost_model import CostModelConfig, build_items, cost_loss, evaluate_scorer, train_cost_model
 from training.data.records import PreferencePair, SafetyLabel

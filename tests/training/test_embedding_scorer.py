@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from aligner_proxy.backends.classifier import fit_scoring_text, format_scoring_text
-from aligner_proxy.backends.embedding import (
+from aligner_proxy.core.backends.classifier import fit_scoring_text, format_scoring_text
+from aligner_proxy.core.backends.embedding import (
     HEAD_CONFIG,
     EmbeddingHeadScorer,
     HeadConfig,
@@ -17,8 +17,8 @@ from aligner_proxy.backends.embedding import (
     resolve_encoder,
     save_head,
 )
-from aligner_proxy.models import ModelNotFoundError
-from aligner_proxy.scorer import CostScorer
+from aligner_proxy.core.models import ModelNotFoundError
+from aligner_proxy.core.scorer import CostScorer
 from tests.tiny_models import save_tiny_encoder
 
 
@@ -102,9 +102,9 @@ def test_head_and_encoder_width_must_agree(encoder_dir: Path, tmp_path: Path) ->
 
 
 def test_one_resolver_names_every_kind_of_scorer(head_dir: Path, tiny_classifier_dir: Path) -> None:
-    from aligner_proxy.backends.classifier import SequenceClassifierScorer
-    from aligner_proxy.heuristic import KeywordCostScorer
-    from aligner_proxy.runtime import load_cost_scorer
+    from aligner_proxy.core.backends.classifier import SequenceClassifierScorer
+    from aligner_proxy.core.heuristic import KeywordCostScorer
+    from aligner_proxy.server.wiring import load_cost_scorer
     from aligner_proxy.weights import COST_SCORER
     from evals.runner import load_scorer
 

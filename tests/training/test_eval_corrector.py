@@ -47,7 +47,7 @@ def test_evaluate_end_to_end_with_tiny_models(tiny_lm_dir: Path, tmp_path: Path)
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
-    from aligner_proxy.backends.embedding import HeadConfig, build_head, save_head
+    from aligner_proxy.core.backends.embedding import HeadConfig, build_head, save_head
 
     adapter = tmp_path / "adapter"
     model = get_peft_model(

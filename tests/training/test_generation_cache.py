@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from aligner_proxy.generation import GenerationParams
+from aligner_proxy.core.generation import GenerationParams
 from tests.training.fakes import FakeGenerator, Killed
 from training.data.generation_cache import generate_cached, read_generation_cache
 
@@ -46,7 +46,7 @@ def test_a_decoding_field_at_its_default_does_not_change_the_key() -> None:
     import hashlib
     import json
 
-    from aligner_proxy.generation import GenerationParams
+    from aligner_proxy.core.generation import GenerationParams
     from training.data.generation_cache import generation_key
 
     legacy = {"max_new_tokens": 128, "temperature": 0.0, "top_p": 1.0, "stop": [], "seed": None}

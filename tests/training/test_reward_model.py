@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from aligner_proxy.backends.classifier import SequenceClassifierScorer
-from aligner_proxy.scorer import CostScorer
+from aligner_proxy.core.backends.classifier import SequenceClassifierScorer
+from aligner_proxy.core.scorer import CostScorer
 from training.data.records import PreferencePair
 from training.reward_model import RewardModelConfig, oriented_pairs, train_reward_model
 

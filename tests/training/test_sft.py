@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 
-from aligner_proxy.backends.transformers import TransformersGenerator
-from aligner_proxy.corrector import CorrectionInput, Corrector
-from aligner_proxy.generation import GenerationParams
+from aligner_proxy.core.backends.transformers import TransformersGenerator
+from aligner_proxy.core.corrector import CorrectionInput, Corrector
+from aligner_proxy.core.generation import GenerationParams
 from tests.tiny_models import EOS
 from training.data.records import CorrectionTriple
 from training.sft import CorrectorSFTConfig, Curriculum, build_trainer, train_corrector

@@ -24,9 +24,9 @@ import pydantic
 import yaml
 from pydantic import BaseModel
 
-from aligner_proxy.generation import GenerationParams
-from aligner_proxy.refusal import is_refusal
-from aligner_proxy.scorer import CostScorer, default_threshold, score_batched
+from aligner_proxy.core.generation import GenerationParams
+from aligner_proxy.core.refusal import is_refusal
+from aligner_proxy.core.scorer import CostScorer, default_threshold, score_batched
 from training.data.generation_cache import CorpusGenerator, generate_cached
 from training.data.loaders import Instruction, LoadReport, load, parse_hh_dialogue, read_sensitive
 from training.data.records import CorrectionTriple, PreferencePair, SafetyLabel

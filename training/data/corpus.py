@@ -98,7 +98,7 @@ def build(config: CorpusConfig, generator: CorpusGenerator | None = None) -> dic
         try:
             target_scorer = None
             if config.target_gate:
-                from aligner_proxy.runtime import load_cost_scorer
+                from aligner_proxy.server.wiring import load_cost_scorer
 
                 target_scorer = load_cost_scorer(config.target_gate)
             stats["corrector"] = build_corrector_corpus(config, sources, generator, target_scorer)
@@ -117,8 +117,8 @@ def build(config: CorpusConfig, generator: CorpusGenerator | None = None) -> dic
 
 
 def _load_generator(config: CorpusConfig) -> CorpusGenerator:
-    from aligner_proxy.backends.transformers import TransformersGenerator
-    from aligner_proxy.models import DEFAULT_CACHE_DIR
+    from aligner_proxy.core.backends.transformers import TransformersGenerator
+    from aligner_proxy.core.models import DEFAULT_CACHE_DIR
 
     cache_dir = Path(config.model_cache_dir).expanduser() if config.model_cache_dir else DEFAULT_CACHE_DIR
     logger.info("loading %s", config.model)

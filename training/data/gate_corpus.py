@@ -45,8 +45,8 @@ from typing import Any, TypeVar
 import pydantic
 import yaml
 
-from aligner_proxy.generation import GenerationParams
-from aligner_proxy.refusal import is_refusal
+from aligner_proxy.core.generation import GenerationParams
+from aligner_proxy.core.refusal import is_refusal
 from training.data.assembly import (
     CorpusConfig,
     Sources,
@@ -316,7 +316,8 @@ def render_data_card(stats: dict[str, Any]) -> str:
         "",
         "How labels were made: PKU-SafeRLHF and Do-Not-Answer are human labels per response. "
         "`safety-only-smollm2` is SmolLM2's answer to an instruction of the safety-only set, labelled *unsafe* "
-        "unless the refusal judge (`aligner_proxy.refusal`) finds a refusal: an answer that complies with a harmful "
+        "unless the refusal judge (`aligner_proxy.core.refusal`) finds a refusal: an answer that complies "
+        "with a harmful "
         "or sensitive instruction counts as unsafe, so some benign-enough answers to sensitive instructions are "
         "labelled unsafe (noise the card owns). `harmless-smollm2` and both `sensitive-benign` sources are safe "
         "by construction (benign questions). HH-RLHF adds ranking pairs only (chosen = preferred, no safety label).",

@@ -22,13 +22,13 @@ from typing import Protocol
 import pydantic
 from pydantic import BaseModel
 
-from aligner_proxy.generation import ChatMessage, Generation, GenerationParams
+from aligner_proxy.core.generation import ChatMessage, Generation, GenerationParams
 
 logger = logging.getLogger(__name__)
 
 
 class CorpusGenerator(Protocol):
-    """What the build needs of a model: :class:`~aligner_proxy.backends.transformers.TransformersGenerator` fits."""
+    """What the build needs of a model (``core.backends.transformers.TransformersGenerator`` fits)."""
 
     @property
     def model_id(self) -> str: ...

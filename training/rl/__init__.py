@@ -1,6 +1,6 @@
 """Reinforcement learning with the project's scorers as reward and cost signals.
 
-The scorers that gate the proxy (:mod:`aligner_proxy.scorer`) share TRL's
+The scorers that gate the proxy (:mod:`aligner_proxy.core.scorer`) share TRL's
 reward-function signature, so the same objects drive policy training here:
 
 - :mod:`~training.rl.rewards`: any scorer as a TRL reward function, reward − λ·cost, caching;

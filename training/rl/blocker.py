@@ -26,9 +26,9 @@ pull them together: off-distribution inputs get a larger spread.
 Features: ``hashing`` (word uni+bigrams hashed separately for question and
 answer, log counts, L2-normalised; no model, microseconds) or ``minilm`` (the
 frozen all-MiniLM-L6-v2 embedding of :func:`format_scoring_text`, as
-:class:`~aligner_proxy.backends.embedding.EmbeddingHeadScorer` uses).
+:class:`~aligner_proxy.core.backends.embedding.EmbeddingHeadScorer` uses).
 
-:class:`EnsembleBlocker` is a :class:`~aligner_proxy.scorer.CostScorer`: its cost
+:class:`EnsembleBlocker` is a :class:`~aligner_proxy.core.scorer.CostScorer`: its cost
 is the ensemble mean, raised to at least ``uncertain_cost`` (> 0) when it is
 uncertain, so the proxy's gate (cost > 0 → correct; with ``block`` on, still
 > 0 after correction → block) carries out the same three decisions. During RL
@@ -50,7 +50,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from aligner_proxy.models import DEFAULT_CACHE_DIR
+from aligner_proxy.core.models import DEFAULT_CACHE_DIR
 
 logger = logging.getLogger(__name__)
 
@@ -130,7 +130,7 @@ class EncoderFeaturizer:
     """The frozen sentence encoder of the embedding scorer (``minilm``) on the scoring text."""
 
     def __init__(self, encoder_spec: str = "minilm", *, cache_dir: Path = DEFAULT_CACHE_DIR, batch_size: int = 32):
-        from aligner_proxy.backends.embedding import TextEncoder
+        from aligner_proxy.core.backends.embedding import TextEncoder
 
         self.encoder_spec = encoder_spec
         self.encoder = TextEncoder.load(encoder_spec, cache_dir=cache_dir)
@@ -206,7 +206,7 @@ class Assessment:
 
 
 class EnsembleBlocker:
-    """Ensemble cost model with uncertainty-aware decisions; a :class:`~aligner_proxy.scorer.CostScorer`."""
+    """Ensemble cost model with uncertainty-aware decisions; a :class:`~aligner_proxy.core.scorer.CostScorer`."""
 
     def __init__(
         self,

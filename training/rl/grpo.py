@@ -26,7 +26,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from aligner_proxy.models import DEFAULT_CACHE_DIR
+from aligner_proxy.core.models import DEFAULT_CACHE_DIR
 from training.rl.lagrangian import LagrangeMultiplier
 from training.rl.rewards import CombinedReward, Transform, build_scorer
 
@@ -70,7 +70,7 @@ def build_grpo_trainer(
     from datasets import Dataset
     from trl import GRPOConfig, GRPOTrainer
 
-    from aligner_proxy.models import resolve_model
+    from aligner_proxy.core.models import resolve_model
 
     if prompts is None:
         from training.rl.ppo import load_prompts

@@ -43,7 +43,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from aligner_proxy.models import DEFAULT_CACHE_DIR
+from aligner_proxy.core.models import DEFAULT_CACHE_DIR
 from training.rl.advantages import Kind, RolloutBatch, gae
 from training.rl.combiners import MultiObjectiveConfig, PPOHyper, build_combiner
 from training.rl.policy import Policy, Prompt, Sample, build_policy, collate, forward, generate
@@ -162,7 +162,7 @@ def load_prompts(
     by default only those the keyword scorer recognises (so its cost can fire);
     benign: the Alpaca-derived harmless instructions.
     """
-    from aligner_proxy.heuristic import KeywordCostScorer
+    from aligner_proxy.core.heuristic import KeywordCostScorer
     from training.data.loaders import Instruction, load
     from training.data.records import SafetyLabel
 
@@ -218,7 +218,7 @@ def evaluate_policy(
 
     Each objective's mean (transformed) value, each cost's rate above 0 on the raw scale, and the refusal rate.
     """
-    from aligner_proxy.refusal import is_refusal
+    from aligner_proxy.core.refusal import is_refusal
 
     samples: list[Sample] = []
     for i in range(0, len(prompts), config.eval_batch_size):

@@ -1,7 +1,7 @@
 """The project's scorers as RL reward functions: TRL's signature, reward − λ·cost, caching.
 
 Every scorer already has TRL's reward-function signature,
-``score(prompts, completions, **kw) -> list[float]`` (:mod:`aligner_proxy.scorer`),
+``score(prompts, completions, **kw) -> list[float]`` (:mod:`aligner_proxy.core.scorer`),
 but a TRL trainer calls a *callable* and maximises what it returns, and may
 pass conversational prompts and completions (lists of ``{"role", "content"}``
 messages) plus keyword arguments (``completion_ids``, ``trainer_state``,
@@ -24,7 +24,7 @@ messages) plus keyword arguments (``completion_ids``, ``trainer_state``,
 
 :class:`NonRefusalReward` is the stand-in *helpfulness* reward of the demo: 1
 for a non-empty answer that is not a refusal, else 0 (judged by
-:func:`aligner_proxy.refusal.is_refusal`). It is crude on purpose, a signal
+:func:`aligner_proxy.core.refusal.is_refusal`). It is crude on purpose, a signal
 that pulls against the cost on harmful prompts, not a measure of quality; pass
 a trained reward model (``classifier:runs/reward_model`` with ``transform:
 negate``) for real runs.
@@ -39,7 +39,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
-from aligner_proxy.models import DEFAULT_CACHE_DIR
+from aligner_proxy.core.models import DEFAULT_CACHE_DIR
 from training.rl.lagrangian import LagrangeMultiplier
 
 logger = logging.getLogger(__name__)
@@ -48,7 +48,7 @@ Transform = Literal["identity", "sigmoid", "negate"]
 
 
 class Scorer(Protocol):
-    """The one scoring signature (a :class:`~aligner_proxy.scorer.CostScorer`, or a reward with the same shape)."""
+    """The one scoring signature (a :class:`~aligner_proxy.core.scorer.CostScorer`, or a reward with the same shape)."""
 
     @property
     def model_id(self) -> str: ...
@@ -131,7 +131,7 @@ class CachedScorer:
 class ScorerReward:
     """A scorer as a TRL reward function: ``reward = transform(score)``, negated for a cost.
 
-    ``kind="cost"`` (a :class:`~aligner_proxy.scorer.CostScorer`) returns
+    ``kind="cost"`` (a :class:`~aligner_proxy.core.scorer.CostScorer`) returns
     ``-transform(cost)``; ``kind="reward"`` returns ``transform(score)``.
     Callable with TRL's keyword arguments; ``__name__`` is what TRL logs.
     """
@@ -219,7 +219,7 @@ class NonRefusalReward:
         return "non-refusal-v0"
 
     def score(self, prompts: list[str], completions: list[str], **kw: Any) -> list[float]:
-        from aligner_proxy.refusal import is_refusal
+        from aligner_proxy.core.refusal import is_refusal
 
         if len(prompts) != len(completions):
             raise ValueError(f"{len(prompts)} prompts but {len(completions)} completions")
@@ -230,7 +230,7 @@ class NonRefusalReward:
 
 
 def _keyword(_: str, __: Path) -> Scorer:
-    from aligner_proxy.heuristic import KeywordCostScorer
+    from aligner_proxy.core.heuristic import KeywordCostScorer
 
     return KeywordCostScorer()
 
@@ -240,14 +240,14 @@ def _non_refusal(_: str, __: Path) -> Scorer:
 
 
 def _classifier(path: str, cache_dir: Path) -> Scorer:
-    from aligner_proxy.backends.classifier import SequenceClassifierScorer
+    from aligner_proxy.core.backends.classifier import SequenceClassifierScorer
 
     return SequenceClassifierScorer.load(path, cache_dir=cache_dir)
 
 
 def _embedding(spec: str, cache_dir: Path) -> Scorer:
     """A head directory or a shipped scorer's name (``cost-minilm-ft-v2``, the proxy's default gate)."""
-    from aligner_proxy.runtime import load_cost_scorer
+    from aligner_proxy.server.wiring import load_cost_scorer
 
     return load_cost_scorer(spec, cache_dir=cache_dir)
 

@@ -51,7 +51,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from aligner_proxy.models import DEFAULT_CACHE_DIR
+from aligner_proxy.core.models import DEFAULT_CACHE_DIR
 from training.data.records import CorrectionTriple, PreferencePair
 
 logger = logging.getLogger(__name__)
@@ -218,7 +218,7 @@ class Seq2SeqRewardModel:
         max_answer_tokens: int = 160,
         batch_size: int = 8,
     ) -> None:
-        from aligner_proxy.corrector import Corrector
+        from aligner_proxy.core.corrector import Corrector
         from training.sft import TokenizerPromptBudget
 
         self.model = model
@@ -243,7 +243,7 @@ class Seq2SeqRewardModel:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        from aligner_proxy.models import resolve_model
+        from aligner_proxy.core.models import resolve_model
 
         directory = Path(path)
         if (directory / "adapter_config.json").is_file():
@@ -267,7 +267,7 @@ class Seq2SeqRewardModel:
 
     def _encode(self, prompt: str, answer: str) -> tuple[list[int], int, list[tuple[int, int]]]:
         """Token ids of prompt + ``" " + answer`` (+ EOS), where the target starts, and target spans in the answer."""
-        from aligner_proxy.corrector import CorrectionInput
+        from aligner_proxy.core.corrector import CorrectionInput
 
         rendered = self.corrector.build_prompt(CorrectionInput(prompt, answer))
         target = " " + answer.strip()

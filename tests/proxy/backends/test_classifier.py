@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from aligner_proxy.backends.classifier import SequenceClassifierScorer, format_scoring_text
-from aligner_proxy.scorer import CostScorer
+from aligner_proxy.core.backends.classifier import SequenceClassifierScorer, format_scoring_text
+from aligner_proxy.core.scorer import CostScorer
 
 
 @pytest.fixture(scope="module")

@@ -12,9 +12,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from aligner_proxy.backends import BackendConnectionError, BackendResponseError
-from aligner_proxy.backends.remote import RemoteCompletionsGenerator
-from aligner_proxy.generation import Generation, GenerationParams, TextGenerator
+from aligner_proxy.core.backends import BackendConnectionError, BackendResponseError
+from aligner_proxy.core.backends.remote import RemoteCompletionsGenerator
+from aligner_proxy.core.generation import Generation, GenerationParams, TextGenerator
 
 SECRET = "sk-test-secret-4242"
 Handler = Callable[[httpx.Request], Coroutine[None, None, httpx.Response]]

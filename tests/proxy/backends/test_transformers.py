@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from aligner_proxy.backends import BackendError
-from aligner_proxy.backends import transformers as backend
-from aligner_proxy.backends.transformers import StopScanner, TransformersGenerator
-from aligner_proxy.generation import ChatGenerator, ChatMessage, GenerationParams
+from aligner_proxy.core.backends import BackendError
+from aligner_proxy.core.backends import transformers as backend
+from aligner_proxy.core.backends.transformers import StopScanner, TransformersGenerator
+from aligner_proxy.core.generation import ChatGenerator, ChatMessage, GenerationParams
 
 GREEDY = GenerationParams(max_new_tokens=24)
 PROMPTS = [

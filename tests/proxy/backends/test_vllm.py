@@ -13,15 +13,14 @@ from typing import Any
 
 import pytest
 
-from aligner_proxy.backends import BackendError, BackendUnavailableError
-from aligner_proxy.backends.vllm import VLLMGenerator, finish_reason, sampling_kwargs
-from aligner_proxy.generation import ChatGenerator, ChatMessage, Generation, GenerationParams
+from aligner_proxy.core.backends import BackendError, BackendUnavailableError
+from aligner_proxy.core.backends.vllm import VLLMGenerator, finish_reason, sampling_kwargs
+from aligner_proxy.core.generation import ChatGenerator, ChatMessage, Generation, GenerationParams
 
 
 def test_importing_the_module_does_not_import_vllm() -> None:
-    code = (
-        "import sys, aligner_proxy.backends.vllm; assert 'vllm' not in sys.modules; assert 'torch' not in sys.modules"
-    )
+    checks = "assert 'vllm' not in sys.modules; assert 'torch' not in sys.modules"
+    code = f"import sys, aligner_proxy.core.backends.vllm; {checks}"
     subprocess.run([sys.executable, "-c", code], check=True)
 
 

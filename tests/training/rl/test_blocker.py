@@ -8,7 +8,7 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from aligner_proxy.scorer import CostScorer
+from aligner_proxy.core.scorer import CostScorer
 from tests.training.rl.helpers import synthetic_labels
 from training.rl.blocker import EnsembleBlocker, gibberish
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from aligner_proxy.heuristic import KeywordCostScorer
+from aligner_proxy.core.heuristic import KeywordCostScorer
 from training.rl.lagrangian import LagrangeMultiplier
 from training.rl.rewards import (
     CachedScorer,
@@ -40,13 +40,13 @@ def trl_kwargs(log: dict[str, list[float]]) -> dict[str, Any]:
 
 
 def _classifier(tiny_classifier_dir: Path, **_: Any) -> Any:
-    from aligner_proxy.backends.classifier import SequenceClassifierScorer
+    from aligner_proxy.core.backends.classifier import SequenceClassifierScorer
 
     return SequenceClassifierScorer.load(str(tiny_classifier_dir))
 
 
 def _embedding(tmp_path: Path, **_: Any) -> Any:
-    from aligner_proxy.backends.embedding import EmbeddingHeadScorer, HeadConfig, build_head, save_head
+    from aligner_proxy.core.backends.embedding import EmbeddingHeadScorer, HeadConfig, build_head, save_head
     from tests.tiny_models import save_tiny_encoder
 
     encoder = save_tiny_encoder(tmp_path / "encoder")

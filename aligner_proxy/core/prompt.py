@@ -74,7 +74,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
-from aligner_proxy.generation import ChatMessage
+from aligner_proxy.core.generation import ChatMessage
 
 logger = logging.getLogger(__name__)
 
@@ -240,7 +240,7 @@ def _label_pattern(label: str) -> str:
 class PromptRenderer:
     """Renders Aligner prompts for one template and one tokenizer's special tokens.
 
-    Build one per generator (the :class:`~aligner_proxy.corrector.Corrector`
+    Build one per generator (the :class:`~aligner_proxy.core.corrector.Corrector`
     does) and reuse it: the neutralisation patterns are compiled once.
     """
 

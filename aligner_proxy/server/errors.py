@@ -1,12 +1,16 @@
-"""The project's exception tree, each class mapped once to an HTTP status and an OpenAI error type.
+"""The proxy's exception tree, each class mapped once to an HTTP status and an OpenAI error type.
 
-Core code raises these; the proxy turns them into OpenAI-shaped error bodies
+Server code raises these; the app turns them into OpenAI-shaped error bodies
 (``{"error": {"message", "type", "param", "code"}}``) in exactly one place
-(``app.py``). Callers can catch precisely: ``UpstreamError`` for anything the
-upstream did, ``AlignmentError`` for the scorer / corrector stage.
+(``app.py``). The core raises its own HTTP-free exceptions
+(:mod:`aligner_proxy.core.errors`); :func:`from_core` is the one place they get
+a status. Callers can catch precisely: ``UpstreamError`` for anything the
+upstream did, ``AlignmentUnavailableError`` for the scorer / corrector stage.
 """
 
 from __future__ import annotations
+
+from aligner_proxy.core import errors as core_errors
 
 
 class AlignerProxyError(Exception):
@@ -35,7 +39,9 @@ class AuthenticationError(AlignerProxyError):
     code = "invalid_api_key"
 
 
-class ModelNotFoundError(AlignerProxyError):
+class UnknownModelError(AlignerProxyError):
+    """The request names a model this proxy does not serve."""
+
     status_code = 404
     error_type = "invalid_request_error"
     code = "model_not_found"
@@ -87,9 +93,18 @@ class UpstreamTimeoutError(UpstreamError):
     code = "upstream_timeout"
 
 
-class AlignmentError(AlignerProxyError):
+class AlignmentUnavailableError(AlignerProxyError):
     """The scorer or the corrector failed and the route's failure policy is ``fail_closed``."""
 
     status_code = 503
     error_type = "alignment_error"
     code = "alignment_unavailable"
+
+
+def from_core(exc: Exception) -> AlignerProxyError | None:
+    """The proxy error a core exception answers with, or ``None`` for one that is a bug."""
+    if isinstance(exc, AlignerProxyError):
+        return exc
+    if isinstance(exc, core_errors.AlignmentError):
+        return AlignmentUnavailableError(exc.message)
+    return None

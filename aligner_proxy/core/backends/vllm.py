@@ -2,13 +2,13 @@
 
 vLLM's async engine (``vllm.v1.engine.async_llm.AsyncLLM``) already does
 continuous batching, so each prompt is submitted as its own request and
-awaited concurrently; there is no :class:`~aligner_proxy.batching.MicroBatcher`
+awaited concurrently; there is no :class:`~aligner_proxy.core.microbatch.MicroBatcher`
 here. Streaming uses ``RequestOutputKind.DELTA``; closing the stream closes
 vLLM's generator, which aborts the request.
 
 vllm is imported only when a :class:`VLLMGenerator` is created, so this module
 imports on any machine; without vllm the constructor raises
-:class:`~aligner_proxy.backends.BackendUnavailableError`.
+:class:`~aligner_proxy.core.backends.BackendUnavailableError`.
 """
 
 from __future__ import annotations
@@ -23,15 +23,15 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, Literal
 
-from aligner_proxy.backends import BackendError, BackendUnavailableError
-from aligner_proxy.backends.transformers import (
+from aligner_proxy.core.backends import BackendError, BackendUnavailableError
+from aligner_proxy.core.backends.transformers import (
     count_tokens,
     render_chat_template,
     special_token_strings,
     truncate_tokens,
 )
-from aligner_proxy.generation import ChatMessage, FinishReason, Generation, GenerationParams
-from aligner_proxy.models import DEFAULT_CACHE_DIR, resolve_model
+from aligner_proxy.core.generation import ChatMessage, FinishReason, Generation, GenerationParams
+from aligner_proxy.core.models import DEFAULT_CACHE_DIR, resolve_model
 
 logger = logging.getLogger(__name__)
 
@@ -70,7 +70,7 @@ def finish_reason(value: str | None) -> FinishReason:
 
 
 class VLLMGenerator:
-    """A vLLM ``AsyncLLM`` engine as a :class:`~aligner_proxy.generation.ChatGenerator`."""
+    """A vLLM ``AsyncLLM`` engine as a :class:`~aligner_proxy.core.generation.ChatGenerator`."""
 
     def __init__(self, engine: Any, tokenizer: Any, *, model_id: str, lora_request: Any = None) -> None:
         self._vllm = import_vllm()

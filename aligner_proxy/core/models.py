@@ -19,7 +19,7 @@ it is in memory once; a corrector trained as a LoRA adapter on that base is
 applied with peft, and the upstream runs inside peft's ``disable_adapter()``.
 Switching adapters on a shared module is only safe because every in-process
 model call runs on the single worker thread of
-:func:`aligner_proxy.batching.model_executor`.
+:func:`aligner_proxy.core.microbatch.model_executor`.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from aligner_proxy.backends import BackendUnavailableError
+from aligner_proxy.core.errors import BackendUnavailableError, ModelNotFoundError
 
 logger = logging.getLogger(__name__)
 
@@ -46,10 +46,6 @@ ModelKind = Literal["causal_lm", "sequence_classification"]
 
 DEFAULT_CACHE_DIR = Path("~/.cache/aligner-proxy").expanduser()
 _MARKER = "aligner-proxy-source.json"
-
-
-class ModelNotFoundError(Exception):
-    """A model spec names nothing that can be loaded (missing wheel, missing directory)."""
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,7 @@
 
 ``create_app`` starts listening at once and loads the models in a worker
 thread; ``/health`` answers immediately, ``/ready`` once the models are in.
-Tests pass ready-made :class:`~aligner_proxy.runtime.Components` (fakes, tiny
+Tests pass ready-made :class:`~aligner_proxy.server.wiring.Components` (fakes, tiny
 models) instead of a loader.
 """
 
@@ -21,11 +21,12 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from aligner_proxy import __version__
-from aligner_proxy.errors import AlignerProxyError, AuthenticationError
-from aligner_proxy.metrics import Metrics
-from aligner_proxy.protocol import ErrorBody, ErrorResponse
-from aligner_proxy.runtime import Components, build_components
-from aligner_proxy.settings import Settings
+from aligner_proxy.core.errors import AlignmentError
+from aligner_proxy.server.errors import AlignerProxyError, AuthenticationError, from_core
+from aligner_proxy.server.metrics import Metrics
+from aligner_proxy.server.protocol import ErrorBody, ErrorResponse
+from aligner_proxy.server.settings import Settings
+from aligner_proxy.server.wiring import Components, build_components
 
 logger = logging.getLogger(__name__)
 
@@ -120,8 +121,11 @@ def create_app(
         return response
 
     @app.exception_handler(AlignerProxyError)
-    async def on_proxy_error(_request: Request, exc: AlignerProxyError) -> JSONResponse:
-        return _from_exception(exc)
+    @app.exception_handler(AlignmentError)
+    async def on_proxy_error(_request: Request, exc: Exception) -> JSONResponse:
+        error = from_core(exc)
+        assert error is not None  # registered only for the types from_core maps
+        return _from_exception(error)
 
     @app.exception_handler(RequestValidationError)
     async def on_validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -146,7 +150,7 @@ def create_app(
         logger.error("request %s: unhandled %s", request_id, type(exc).__name__, exc_info=exc)
         return error_response(500, f"Internal error (request id {request_id}).", "server_error")
 
-    from aligner_proxy.routes import router
+    from aligner_proxy.server.routes import router
 
     app.include_router(router)
     return app

@@ -1,9 +1,9 @@
 """In-process generation with transformers: the CPU-friendly default backend.
 
 :class:`TransformersGenerator` implements
-:class:`aligner_proxy.generation.ChatGenerator`. Concurrent ``generate`` calls
+:class:`aligner_proxy.core.generation.ChatGenerator`. Concurrent ``generate`` calls
 with equal :class:`GenerationParams` are merged by a
-:class:`~aligner_proxy.batching.MicroBatcher` into one left-padded
+:class:`~aligner_proxy.core.microbatch.MicroBatcher` into one left-padded
 ``model.generate`` call; all model work runs on one worker thread (share it
 between models with ``executor=model_executor()``), so the event loop never
 blocks and a shared base model with a LoRA adapter can switch adapters safely.
@@ -24,10 +24,10 @@ from concurrent.futures import Executor
 from pathlib import Path
 from typing import Any, Literal
 
-from aligner_proxy.backends import BackendError
-from aligner_proxy.batching import MicroBatcher
-from aligner_proxy.generation import ChatMessage, FinishReason, Generation, GenerationParams
-from aligner_proxy.models import DEFAULT_CACHE_DIR, LoadedModel, ModelPool
+from aligner_proxy.core.backends import BackendError
+from aligner_proxy.core.generation import ChatMessage, FinishReason, Generation, GenerationParams
+from aligner_proxy.core.microbatch import MicroBatcher
+from aligner_proxy.core.models import DEFAULT_CACHE_DIR, LoadedModel, ModelPool
 
 logger = logging.getLogger(__name__)
 
@@ -181,7 +181,7 @@ class _CancelCriterion:
 
 
 class TransformersGenerator:
-    """A transformers causal LM as a micro-batched :class:`~aligner_proxy.generation.ChatGenerator`."""
+    """A transformers causal LM as a micro-batched :class:`~aligner_proxy.core.generation.ChatGenerator`."""
 
     def __init__(
         self,
@@ -224,7 +224,7 @@ class TransformersGenerator:
         batch_wait_ms: float = 5.0,
         model_id: str | None = None,
     ) -> TransformersGenerator:
-        """Load ``spec`` (path, alias or Hub id; see :func:`aligner_proxy.models.resolve_model`).
+        """Load ``spec`` (path, alias or Hub id; see :func:`aligner_proxy.core.models.resolve_model`).
 
         Pass the same ``pool`` for the upstream and the corrector so that a
         shared base model is loaded once. ``model_id`` defaults to the adapter

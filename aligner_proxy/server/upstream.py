@@ -22,9 +22,9 @@ from typing import Any, Generic, Protocol, TypeVar
 import httpx
 from pydantic import BaseModel, ValidationError
 
-from aligner_proxy.errors import UpstreamError, UpstreamTimeoutError, UpstreamUnavailableError
-from aligner_proxy.generation import ChatGenerator, ChatMessage, GenerationParams
-from aligner_proxy.protocol import (
+from aligner_proxy.core.generation import ChatGenerator, ChatMessage, GenerationParams
+from aligner_proxy.server.errors import UpstreamError, UpstreamTimeoutError, UpstreamUnavailableError
+from aligner_proxy.server.protocol import (
     ChatChoice,
     ChatCompletionChunk,
     ChatCompletionRequest,

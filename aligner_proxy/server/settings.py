@@ -21,7 +21,7 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
-from aligner_proxy.prompt import DEFAULT_TEMPLATE
+from aligner_proxy.core.prompt import DEFAULT_TEMPLATE
 from aligner_proxy.weights import CORRECTOR, COST_SCORER
 
 Mode = Literal["off", "always", "gated"]

@@ -20,7 +20,7 @@ scorer's judgement, and the client is told so). ``threshold=None`` means the
 scorer's own calibrated threshold (``default_threshold``, 0.0 for scorers
 without one). When the scorer or corrector fails or times
 out, ``fail_open`` returns the original (``unchecked``, logged) and
-``fail_closed`` raises :class:`~aligner_proxy.errors.AlignmentError`.
+``fail_closed`` raises :class:`~aligner_proxy.core.errors.AlignmentError`.
 """
 
 from __future__ import annotations
@@ -32,10 +32,10 @@ from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal, TypeVar
 
-from aligner_proxy.batching import MicroBatcher
-from aligner_proxy.corrector import CorrectionInput, Corrector
-from aligner_proxy.errors import AlignmentError
-from aligner_proxy.scorer import CostScorer, default_threshold
+from aligner_proxy.core.corrector import CorrectionInput, Corrector
+from aligner_proxy.core.errors import AlignmentError
+from aligner_proxy.core.microbatch import MicroBatcher
+from aligner_proxy.core.scorer import CostScorer, default_threshold
 
 logger = logging.getLogger(__name__)
 

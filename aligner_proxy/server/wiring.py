@@ -17,17 +17,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from aligner_proxy.batching import model_executor
-from aligner_proxy.corrector import Corrector
-from aligner_proxy.generation import GenerationParams, TextGenerator
-from aligner_proxy.metrics import Metrics
-from aligner_proxy.models import DEFAULT_CACHE_DIR
-from aligner_proxy.policy import AlignmentPipeline, AsyncScorer, PolicyConfig
-from aligner_proxy.prompt import AlignerTemplate
-from aligner_proxy.scorer import CostScorer
-from aligner_proxy.service import ProxyService, Route
-from aligner_proxy.settings import RouteSettings, Settings
-from aligner_proxy.upstream import EmbeddedUpstream, OpenAIUpstream, Upstream
+from aligner_proxy.core.corrector import Corrector
+from aligner_proxy.core.generation import GenerationParams, TextGenerator
+from aligner_proxy.core.microbatch import model_executor
+from aligner_proxy.core.models import DEFAULT_CACHE_DIR
+from aligner_proxy.core.policy import AlignmentPipeline, AsyncScorer, PolicyConfig
+from aligner_proxy.core.prompt import AlignerTemplate
+from aligner_proxy.core.scorer import CostScorer
+from aligner_proxy.server.metrics import Metrics
+from aligner_proxy.server.service import ProxyService, Route
+from aligner_proxy.server.settings import RouteSettings, Settings
+from aligner_proxy.server.upstream import EmbeddedUpstream, OpenAIUpstream, Upstream
 from aligner_proxy.weights import resolve_shipped
 
 logger = logging.getLogger(__name__)
@@ -49,7 +49,7 @@ class _Loader:
     """Loads each model once, sharing bases and the worker thread."""
 
     def __init__(self, settings: Settings) -> None:
-        from aligner_proxy.models import ModelPool
+        from aligner_proxy.core.models import ModelPool
 
         self.settings = settings
         self.executor: Executor = model_executor()
@@ -60,7 +60,7 @@ class _Loader:
         }
 
     def local_generator(self, spec: str, adapter: str | None = None) -> Any:
-        from aligner_proxy.backends.transformers import TransformersGenerator
+        from aligner_proxy.core.backends.transformers import TransformersGenerator
 
         return TransformersGenerator.load(
             spec,
@@ -76,7 +76,7 @@ class _Loader:
     def corrector_generator(self) -> TextGenerator:
         s = self.settings
         if s.corrector_backend == "remote":
-            from aligner_proxy.backends.remote import RemoteCompletionsGenerator
+            from aligner_proxy.core.backends.remote import RemoteCompletionsGenerator
 
             assert s.corrector_url is not None  # checked by Settings
             return RemoteCompletionsGenerator(
@@ -85,7 +85,7 @@ class _Loader:
                 api_key=s.corrector_api_key.get_secret_value() if s.corrector_api_key else None,
             )
         if s.corrector_backend == "vllm":
-            from aligner_proxy.backends.vllm import VLLMGenerator
+            from aligner_proxy.core.backends.vllm import VLLMGenerator
 
             adapter = s.corrector_adapter_spec()
             return VLLMGenerator.load(
@@ -123,15 +123,15 @@ def load_cost_scorer(spec: str, *, cache_dir: Path = DEFAULT_CACHE_DIR, max_leng
     length it was trained with).
     """
     if spec == "heuristic":
-        from aligner_proxy.heuristic import KeywordCostScorer
+        from aligner_proxy.core.heuristic import KeywordCostScorer
 
         return KeywordCostScorer()
     path = resolve_shipped(spec)
     if (Path(path) / "head_config.json").is_file():
-        from aligner_proxy.backends.embedding import EmbeddingHeadScorer
+        from aligner_proxy.core.backends.embedding import EmbeddingHeadScorer
 
         return EmbeddingHeadScorer.load(path, cache_dir=cache_dir, model_id=spec)
-    from aligner_proxy.backends.classifier import SequenceClassifierScorer
+    from aligner_proxy.core.backends.classifier import SequenceClassifierScorer
 
     return SequenceClassifierScorer.load(spec, cache_dir=cache_dir, max_length=max_length)
 

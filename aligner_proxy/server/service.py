@@ -15,12 +15,13 @@ from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import Generic
 
-from aligner_proxy.corrector import CorrectionInput
-from aligner_proxy.errors import AlignerProxyError, AlignmentError, ModelNotFoundError
-from aligner_proxy.generation import ChatMessage
-from aligner_proxy.metrics import Metrics
-from aligner_proxy.policy import AlignmentPipeline, Outcome, PolicyConfig
-from aligner_proxy.protocol import (
+from aligner_proxy.core.corrector import CorrectionInput
+from aligner_proxy.core.errors import AlignmentError
+from aligner_proxy.core.generation import ChatMessage
+from aligner_proxy.core.policy import AlignmentPipeline, Outcome, PolicyConfig
+from aligner_proxy.server.errors import AlignerProxyError, UnknownModelError, from_core
+from aligner_proxy.server.metrics import Metrics
+from aligner_proxy.server.protocol import (
     AlignerAnnotation,
     AlignerOptions,
     ChatChoice,
@@ -47,7 +48,7 @@ from aligner_proxy.protocol import (
     TokenUsage,
     Usage,
 )
-from aligner_proxy.upstream import ChunkT, StreamEvent, Upstream
+from aligner_proxy.server.upstream import ChunkT, StreamEvent, Upstream
 
 logger = logging.getLogger(__name__)
 
@@ -106,7 +107,7 @@ class ProxyService:
             return self.routes[model]
         except KeyError:
             known = ", ".join(sorted(self.routes))
-            raise ModelNotFoundError(
+            raise UnknownModelError(
                 f"The model '{model}' does not exist on this proxy; available: {known}", param="model"
             ) from None
 
@@ -327,9 +328,11 @@ class ProxyService:
             async with aclosing(self._stream_events(job)) as events:
                 async for event in events:
                     yield event
-        except AlignerProxyError as exc:
-            logger.warning("request %s: stream ended with %s: %s", job.request_id, type(exc).__name__, exc.message)
-            yield error_event(exc)
+        except (AlignerProxyError, AlignmentError) as exc:
+            error = from_core(exc)
+            assert error is not None
+            logger.warning("request %s: stream ended with %s: %s", job.request_id, type(exc).__name__, error.message)
+            yield error_event(error)
         except Exception as exc:  # the status line is long gone: report in-band, never drop [DONE]
             logger.exception("request %s: stream failed", job.request_id)
             yield error_event(AlignerProxyError(f"Internal error (request id {job.request_id}): {type(exc).__name__}"))

@@ -4,7 +4,7 @@ Aligner (Ji et al., NeurIPS 2024) is a small seq2seq model stacked on any
 upstream model: it reads (question, answer) in a fixed prompt and writes a
 more helpful and harmless answer. :class:`Corrector` is the one object the
 proxy, the batch tools, the trainers' evaluation loops and the evals use to do
-that, so they all render the same prompt (:mod:`aligner_proxy.prompt`), apply
+that, so they all render the same prompt (:mod:`aligner_proxy.core.prompt`), apply
 the same budgets and clean the output the same way. It knows nothing of HTTP
 and nothing of torch: the model lives behind the generator.
 """
@@ -15,8 +15,8 @@ import logging
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass, replace
 
-from aligner_proxy.generation import ChatMessage, FinishReason, GenerationParams, TextGenerator
-from aligner_proxy.prompt import AlignerTemplate, PromptRenderer
+from aligner_proxy.core.generation import ChatMessage, FinishReason, GenerationParams, TextGenerator
+from aligner_proxy.core.prompt import AlignerTemplate, PromptRenderer
 
 logger = logging.getLogger(__name__)
 
@@ -34,7 +34,7 @@ class CorrectionInput:
 
 @dataclass
 class Correction:
-    """The corrector's rewrite. ``text`` is cleaned (see :func:`aligner_proxy.prompt.clean_correction`)
+    """The corrector's rewrite. ``text`` is cleaned (see :func:`aligner_proxy.core.prompt.clean_correction`)
     and may be empty when the model wrote nothing usable; ``raw_text`` is what the model wrote."""
 
     text: str

@@ -5,7 +5,7 @@ Aligner served by ``vllm serve aligner/aligner-7b-v1.0``. Each prompt is one
 request, issued concurrently under a semaphore: list prompts are not accepted
 by every server, and per-prompt requests keep errors and usage per prompt.
 Connect errors, 429 and 5xx answers are retried with exponential backoff; any
-other failure raises a :class:`~aligner_proxy.backends.BackendError` subclass.
+other failure raises a :class:`~aligner_proxy.core.backends.BackendError` subclass.
 
 Token accounting without a local tokenizer is an estimate of 4 characters per
 token (OpenAI's rule of thumb for English); pass ``tokenizer=`` (a local path
@@ -25,8 +25,8 @@ from typing import Any, Literal
 
 import httpx
 
-from aligner_proxy.backends import BackendConnectionError, BackendResponseError
-from aligner_proxy.generation import FinishReason, Generation, GenerationParams
+from aligner_proxy.core.backends import BackendConnectionError, BackendResponseError
+from aligner_proxy.core.generation import FinishReason, Generation, GenerationParams
 
 logger = logging.getLogger(__name__)
 
@@ -35,7 +35,7 @@ _RETRYABLE_STATUS = frozenset({408, 429, 500, 502, 503, 504})
 
 
 class RemoteCompletionsGenerator:
-    """A :class:`~aligner_proxy.generation.TextGenerator` over HTTP.
+    """A :class:`~aligner_proxy.core.generation.TextGenerator` over HTTP.
 
     ``base_url`` includes the API prefix, as in the OpenAI SDK
     (``http://host:8000/v1``). The API key is sent as a bearer token and never
@@ -183,7 +183,7 @@ class RemoteCompletionsGenerator:
         tokenizer = self._local_tokenizer()
         if tokenizer is None:
             return math.ceil(len(text) / CHARS_PER_TOKEN)
-        from aligner_proxy.backends.transformers import count_tokens
+        from aligner_proxy.core.backends.transformers import count_tokens
 
         return count_tokens(tokenizer, text)
 
@@ -194,7 +194,7 @@ class RemoteCompletionsGenerator:
                 return ""
             chars = max_tokens * CHARS_PER_TOKEN
             return text[:chars] if keep == "head" else text[-chars:]
-        from aligner_proxy.backends.transformers import truncate_tokens
+        from aligner_proxy.core.backends.transformers import truncate_tokens
 
         return truncate_tokens(tokenizer, text, max_tokens, keep)
 

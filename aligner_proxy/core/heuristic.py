@@ -1,6 +1,6 @@
 """A keyword cost scorer: the clearly-named stand-in gate until a trained cost model ships.
 
-:class:`KeywordCostScorer` implements :class:`~aligner_proxy.scorer.CostScorer`
+:class:`KeywordCostScorer` implements :class:`~aligner_proxy.core.scorer.CostScorer`
 with regular expressions, so the proxy has a gate that needs no model download
 and costs microseconds. On the scorer's logit-like scale (``> 0`` = judged
 unsafe) it adds up:
@@ -15,7 +15,7 @@ unsafe) it adds up:
   (numbered steps, "here's how", "you will need", quantities with units, an
   eager "Sure!" opener, sentences that start with an imperative verb);
 - minus a large amount when the completion **refuses**
-  (:func:`aligner_proxy.refusal.is_refusal`) and a little when it points to
+  (:func:`aligner_proxy.core.refusal.is_refusal`) and a little when it points to
   **safety** resources ("seek help", "988", "contact the authorities").
 
 So a harmful request answered with instructions lands well above 0, the same
@@ -36,7 +36,7 @@ import unicodedata
 from dataclasses import dataclass
 from typing import Any
 
-from aligner_proxy.refusal import is_refusal
+from aligner_proxy.core.refusal import is_refusal
 
 
 @dataclass(frozen=True)
@@ -192,7 +192,7 @@ class CostBreakdown:
 
 
 class KeywordCostScorer:
-    """Keyword-based :class:`~aligner_proxy.scorer.CostScorer` (limits in the module docstring).
+    """Keyword-based :class:`~aligner_proxy.core.scorer.CostScorer` (limits in the module docstring).
 
     The weights are keyword arguments so evals can tune them; the defaults put
     a refused harmful request near -5, benign traffic at ``base`` and a

@@ -14,8 +14,8 @@ from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ValidationError
 
-from aligner_proxy.errors import InvalidRequestError, NotReadyError, RequestTooLargeError
-from aligner_proxy.protocol import (
+from aligner_proxy.server.errors import InvalidRequestError, NotReadyError, RequestTooLargeError
+from aligner_proxy.server.protocol import (
     ChatCompletionRequest,
     CompletionRequest,
     CorrectRequest,
@@ -24,7 +24,7 @@ from aligner_proxy.protocol import (
     ScoreRequest,
     ScoreResponse,
 )
-from aligner_proxy.service import ProxyService
+from aligner_proxy.server.service import ProxyService
 
 router = APIRouter()
 BodyT = TypeVar("BodyT", bound=BaseModel)

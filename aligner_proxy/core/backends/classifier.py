@@ -4,7 +4,7 @@ Safe RLHF's cost model (Dai et al., ICLR 2024, ``PKU-Alignment/beaver-7b-v1.0-co
 reads a whole conversation and outputs one scalar: positive means unsafe. Any
 ``AutoModelForSequenceClassification`` with ``num_labels=1`` trained the same
 way fits here, and its logit is the cost, on the scale
-:mod:`aligner_proxy.scorer` documents (gate at ``0.0``).
+:mod:`aligner_proxy.core.scorer` documents (gate at ``0.0``).
 
 :func:`format_scoring_text` is the one place the scoring format lives: the
 cost-model trainer imports it, so the proxy scores exactly what was trained.
@@ -17,8 +17,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from aligner_proxy.backends.transformers import count_tokens, truncate_tokens
-from aligner_proxy.models import DEFAULT_CACHE_DIR, LoadedModel, ModelPool
+from aligner_proxy.core.backends.transformers import count_tokens, truncate_tokens
+from aligner_proxy.core.models import DEFAULT_CACHE_DIR, LoadedModel, ModelPool
 
 logger = logging.getLogger(__name__)
 
