@@ -194,7 +194,7 @@ def correct(
     progress, on_progress = _progress_bar()
     try:
         with progress:
-            stats = asyncio.run(acorrect_file(batch, settings=settings, progress=on_progress))
+            stats = asyncio.run(acorrect_file(batch, core=settings.core_config(), progress=on_progress))
     except (FileNotFoundError, ModelNotFoundError, OutputLockedError) as exc:
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from None
@@ -264,13 +264,13 @@ def score(
     scorer: ScorerOpt = None,
 ) -> None:
     """Score every row of a JSONL file with the cost scorer (higher = more unsafe)."""
-    from aligner_proxy.server.wiring import _Loader
+    from aligner_proxy.core.loading import load_cost_scorer
 
     rows = _read_jsonl(input_path)
     prompts = [_field(r, prompt_field, input_path, i) for i, r in enumerate(rows, 1)]
     completions = [_field(r, completion_field, input_path, i) for i, r in enumerate(rows, 1)]
     settings = _settings(config, scorer=scorer)
-    cost_scorer = _Loader(settings).scorer()
+    cost_scorer = load_cost_scorer(settings.scorer, cache_dir=settings.cache_dir)
     costs = cost_scorer.score(prompts, completions)
     with output_path.open("w", encoding="utf-8") as out:
         for row, cost in zip(rows, costs, strict=True):

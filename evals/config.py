@@ -13,7 +13,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from aligner_proxy.server.protocol import AlignerOptions
+from aligner_proxy.core.annotation import AlignerOptions
 from evals.errors import ConfigError
 from evals.tasks import TaskSpec
 

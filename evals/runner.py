@@ -21,7 +21,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from aligner_proxy.server.protocol import AlignerAnnotation
+from aligner_proxy.core.annotation import AlignerAnnotation
 from evals.cache import JsonlCache, cache_key
 from evals.client import ChatEndpoint, api_key_from_env
 from evals.config import EvalConfig, TargetConfig
@@ -92,7 +92,7 @@ def load_scorer(spec: str, *, max_length: int = 512) -> Any:
     ``heuristic``, a shipped scorer (``cost-minilm-v1``), an embedding-head
     directory, or a one-logit classifier (path or hub id).
     """
-    from aligner_proxy.server.wiring import load_cost_scorer
+    from aligner_proxy.core.loading import load_cost_scorer
 
     return load_cost_scorer(spec, max_length=max_length)
 

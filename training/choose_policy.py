@@ -105,24 +105,23 @@ def summarise(labels: list[SafetyLabel], flagged: list[bool], outcomes: dict[int
 
 def run(config: ChoosePolicyConfig) -> dict[str, Any]:
     from aligner_proxy.core.corrector import CorrectionInput
+    from aligner_proxy.core.loading import CoreConfig, ModelLoader, make_pipeline
     from aligner_proxy.core.policy import PolicyConfig
     from aligner_proxy.core.scorer import default_threshold, score_batched
-    from aligner_proxy.server.settings import Settings
-    from aligner_proxy.server.wiring import _Loader, make_pipeline
 
     labels = [
         SafetyLabel.model_validate_json(line)
         for line in Path(config.validation_file).read_text(encoding="utf-8").splitlines()
         if line.strip()
     ]
-    settings = Settings(
+    core = CoreConfig(
         scorer=config.scorer,
         corrector_model=config.corrector_model,
         corrector_adapter=config.corrector_adapter or "none",
         corrector_max_new_tokens=config.max_new_tokens,
         alignment_timeout_s=3600.0,  # offline: a batch of 256-token corrections on CPU takes minutes
     )
-    loader = _Loader(settings)
+    loader = ModelLoader(core)
     scorer = loader.scorer()
     threshold = default_threshold(scorer)
     costs = score_batched(scorer, [x.question for x in labels], [x.answer for x in labels])
@@ -132,10 +131,11 @@ def run(config: ChoosePolicyConfig) -> dict[str, Any]:
     for unsafe, cap in ((True, config.max_flagged_harmful), (False, config.max_flagged_safe)):
         hit = [i for i, x in enumerate(labels) if flagged[i] and x.is_safe != unsafe]
         picks += rng.sample(hit, min(cap, len(hit)))
-    pipeline = make_pipeline(settings, scorer=scorer, corrector_generator=loader.corrector_generator())
+    pipeline = make_pipeline(core, scorer=scorer, corrector_generator=loader.corrector_generator())
     started = time.perf_counter()
     items = [CorrectionInput(question=labels[i].question, answer=labels[i].answer) for i in picks]
-    policy = PolicyConfig(mode="gated", threshold=threshold, failure_policy="fail_closed")  # an error, never a row
+    # block off: this script decides blocking from the flagged rows; fail closed: an error, never a row
+    policy = PolicyConfig(mode="gated", threshold=threshold, block=False, failure_policy="fail_closed")
 
     async def align_all() -> list[Any]:
         chunks = [items[k : k + 8] for k in range(0, len(items), 8)]

@@ -223,8 +223,8 @@ def measure(
 def evaluate(config: GateConfig, out: Path) -> dict[str, Any]:
     """Calibrate the saved scorer on validation, save the threshold, and measure it beside ``compare``."""
     from aligner_proxy.core.backends.embedding import HeadConfig
+    from aligner_proxy.core.loading import load_cost_scorer
     from aligner_proxy.core.scorer import default_threshold, score_batched
-    from aligner_proxy.server.wiring import load_cost_scorer
 
     held = held_out_sources(config)
     val_labels, val_pairs = _load_split(config.validation_file, config.validation_pairs_file, None, config.seed)

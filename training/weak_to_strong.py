@@ -233,11 +233,10 @@ class Stages:
     """The models a run loads once (scorer, weak Aligner, policies by path) and the stages that use them."""
 
     def __init__(self, config: WeakToStrongConfig) -> None:
-        from aligner_proxy.server.settings import Settings
-        from aligner_proxy.server.wiring import _Loader, load_pipeline
+        from aligner_proxy.core.loading import CoreConfig, ModelLoader, load_pipeline
 
         self.config = config
-        self.settings = Settings(
+        self.core = CoreConfig(
             corrector_model=config.corrector_model,
             corrector_adapter=config.corrector_adapter,
             corrector_backend=config.corrector_backend,
@@ -248,12 +247,12 @@ class Stages:
             max_batch_size=config.batch_size,
             alignment_timeout_s=3600.0,
         )
-        self.loader = _Loader(self.settings)
-        self.pipeline = load_pipeline(self.settings, self.loader)
+        self.loader = ModelLoader(self.core)
+        self.pipeline = load_pipeline(self.core, self.loader)
         self.scorer = self.pipeline.scorer.scorer
         self.reward_model: Any = None
         if config.reward_model:
-            from aligner_proxy.server.wiring import load_cost_scorer
+            from aligner_proxy.core.loading import load_cost_scorer
 
             self.reward_model = load_cost_scorer(config.reward_model, cache_dir=Path(config.cache_dir))
 

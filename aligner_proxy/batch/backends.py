@@ -34,7 +34,7 @@ from aligner_proxy.core.policy import AlignmentPipeline, Outcome, PolicyConfig
 
 if TYPE_CHECKING:
     from aligner_proxy.batch.config import BatchConfig
-    from aligner_proxy.server.settings import Settings
+    from aligner_proxy.core.loading import CoreConfig
 
 logger = logging.getLogger(__name__)
 
@@ -134,7 +134,7 @@ class ProxyBackend:
         return [outcome for chunk in results for outcome in chunk]
 
     async def _correct(self, items: list[CorrectionInput], config: PolicyConfig) -> list[Outcome]:
-        from aligner_proxy.server.protocol import CorrectResponse
+        from aligner_proxy.core.annotation import CorrectResponse
 
         body = {
             "items": [{"question": _question_json(item.question), "answer": item.answer} for item in items],
@@ -164,7 +164,6 @@ class ProxyBackend:
                 original=item.answer,
                 cost_before=result.cost_before,
                 cost_after=result.cost_after,
-                corrected=result.status == "modified",
                 corrector_prompt_tokens=prompt_tokens,
                 corrector_completion_tokens=completion_tokens,
             )
@@ -218,9 +217,9 @@ def _error_message(response: httpx.Response) -> str:
     return str(error.get("message", error)) if isinstance(error, dict) else str(error)
 
 
-def load_backend(config: BatchConfig, settings: Settings) -> CorrectionBackend:
+def load_backend(config: BatchConfig, core: CoreConfig) -> CorrectionBackend:
     """Build the backend ``config.backend`` names (blocking: in-process backends load their models here)."""
-    from aligner_proxy.server.wiring import _Loader, load_pipeline, make_pipeline
+    from aligner_proxy.core.loading import load_cost_scorer, load_pipeline, make_pipeline
 
     if config.backend == "proxy":
         assert config.url is not None  # checked by BatchConfig
@@ -229,24 +228,25 @@ def load_backend(config: BatchConfig, settings: Settings) -> CorrectionBackend:
         return ProxyBackend(
             config.url, api_key=config.api_key, concurrency=config.concurrency, timeout_s=config.request_timeout_s
         )
-    settings = settings.model_copy(update={"max_batch_size": max(settings.max_batch_size, config.batch_size)})
+    core = replace(core, max_batch_size=max(core.max_batch_size, config.batch_size))
     if config.backend == "openai":
         from aligner_proxy.core.backends.remote import RemoteCompletionsGenerator
 
         assert config.url is not None
-        loader = _Loader(settings)
         generator = RemoteCompletionsGenerator(
             config.url,
-            config.remote_model or settings.corrector_model,
+            config.remote_model or core.corrector_model,
             api_key=config.api_key,
             timeout_s=config.request_timeout_s,
             max_concurrency=config.concurrency,
         )
-        pipeline = make_pipeline(settings, scorer=loader.scorer(), corrector_generator=generator)
+        pipeline = make_pipeline(
+            core, scorer=load_cost_scorer(core.scorer, cache_dir=core.cache_dir), corrector_generator=generator
+        )
     else:
         if config.backend == "vllm":
-            settings = settings.model_copy(update={"corrector_backend": "vllm"})
-        pipeline = load_pipeline(settings)
+            core = replace(core, corrector_backend="vllm")
+        pipeline = load_pipeline(core)
     corrector = pipeline.corrector
     corrector.params = replace(
         corrector.params,

@@ -1,10 +1,10 @@
 """The knobs of one batch-correction run, shared by :func:`~aligner_proxy.batch.correct_file` and the CLI.
 
-Which corrector and scorer to load is not here: that is the proxy's
-:class:`~aligner_proxy.server.settings.Settings` (``--corrector``, ``--scorer``,
-``--config``, ``ALIGNER_*``), so a batch run and a running proxy configured
-the same way correct the same way. This dataclass holds what is specific to
-a file: where rows come from, how fields map, where results go, how the run is
+Which corrector and scorer to load is not here: that is the core's
+:class:`~aligner_proxy.core.loading.CoreConfig`, which the CLI builds from the
+proxy's settings (``--corrector``, ``--scorer``, ``--config``, ``ALIGNER_*``),
+so a batch run and a running proxy configured the same way correct the same way.
+This dataclass holds what is specific to a file: where rows come from, how fields map, where results go, how the run is
 paced. The CLI takes its help texts from the ``metadata`` here (TRL style).
 """
 
@@ -67,7 +67,7 @@ class BatchConfig:
         default=200_000, metadata={"help": "Rows whose question + answer exceed this fail without a model call."}
     )
     max_new_tokens: int | None = field(
-        default=None, metadata={"help": "Corrector token budget (default: the settings' corrector_max_new_tokens)."}
+        default=None, metadata={"help": "Corrector token budget (default: the core's corrector_max_new_tokens)."}
     )
     temperature: float = field(default=0.0, metadata={"help": "Corrector temperature; 0 is greedy (reproducible)."})
     seed: int | None = field(default=0, metadata={"help": "Sampling seed, applied per row when temperature > 0."})

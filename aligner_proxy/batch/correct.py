@@ -25,8 +25,8 @@ from aligner_proxy.batch.runner import Produced, ProgressFn, RunStats, run_resum
 from aligner_proxy.batch.writer import ResumableWriter, write_parquet
 from aligner_proxy.core.corrector import CorrectionInput
 from aligner_proxy.core.generation import ChatMessage
+from aligner_proxy.core.loading import CoreConfig
 from aligner_proxy.core.policy import PolicyConfig
-from aligner_proxy.server.settings import Settings
 
 logger = logging.getLogger(__name__)
 
@@ -157,22 +157,26 @@ class CorrectionJob:
 
 
 def policy_for(config: BatchConfig) -> PolicyConfig:
-    """Fail closed: in a batch a failure must become an error row, never an unchecked 'answer'."""
-    return PolicyConfig(mode=config.mode, threshold=config.threshold, failure_policy="fail_closed")
+    """Fail closed: in a batch a failure must become an error row, never an unchecked 'answer'.
+
+    Never block: a row keeps its correction and says ``flagged`` when the scorer still objects,
+    so whoever uses the data set decides what to do with it."""
+    return PolicyConfig(mode=config.mode, threshold=config.threshold, block=False, failure_policy="fail_closed")
 
 
 async def acorrect_file(
     config: BatchConfig,
     backend: CorrectionBackend | None = None,
     *,
-    settings: Settings | None = None,
+    core: CoreConfig | None = None,
     source: RowSource | None = None,
     progress: ProgressFn | None = None,
 ) -> RunStats:
     """Correct ``config.input_path`` into ``config.output_path``, resuming what a previous run did.
 
-    ``backend`` defaults to :func:`load_backend` with ``settings`` (default:
-    :class:`Settings` from the environment); a backend passed in is not closed.
+    ``backend`` defaults to :func:`load_backend` with ``core`` (default: the
+    core's defaults; the CLI passes what its settings and flags name); a backend
+    passed in is not closed.
     ``source`` overrides the input file (rows built in code).
     """
     source = source or FileSource(config.input_path, id_field=config.id_field, split=config.split)
@@ -182,7 +186,7 @@ async def acorrect_file(
             writer.drop_failed()
         _warn_on_config_change(writer, config)
         if backend is None:
-            backend = load_backend(config, settings or Settings())
+            backend = load_backend(config, core or CoreConfig())
         mapping = RowMapping(config.question_field, config.answer_field, config.messages_field, config.max_input_chars)
         job = CorrectionJob(backend, policy_for(config), mapping)
         try:
@@ -209,13 +213,13 @@ def correct_file(
     config: BatchConfig,
     backend: CorrectionBackend | None = None,
     *,
-    settings: Settings | None = None,
+    core: CoreConfig | None = None,
     progress: ProgressFn | None = None,
 ) -> RunStats:
     """Blocking :func:`acorrect_file` for scripts and notebooks without a running event loop."""
     import asyncio
 
-    return asyncio.run(acorrect_file(config, backend, settings=settings, progress=progress))
+    return asyncio.run(acorrect_file(config, backend, core=core, progress=progress))
 
 
 def _warn_on_config_change(writer: ResumableWriter, config: BatchConfig) -> None:

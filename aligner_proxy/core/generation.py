@@ -10,7 +10,6 @@ evals) can use :func:`generate_sync`.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 from typing import Literal, Protocol, runtime_checkable
@@ -80,8 +79,3 @@ class ChatGenerator(TextGenerator, Protocol):
     """A generator that can also render chat messages with its own chat template."""
 
     def render_chat(self, messages: list[ChatMessage]) -> str: ...
-
-
-def generate_sync(generator: TextGenerator, prompts: list[str], params: GenerationParams) -> list[Generation]:
-    """Run :meth:`TextGenerator.generate` from synchronous code (scripts, trainers)."""
-    return asyncio.run(generator.generate(prompts, params))

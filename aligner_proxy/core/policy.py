@@ -30,28 +30,47 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass, field, replace
-from typing import Any, Literal, TypeVar
+from typing import Any, TypeVar
 
 from aligner_proxy.core.corrector import CorrectionInput, Corrector
 from aligner_proxy.core.errors import AlignmentError
 from aligner_proxy.core.microbatch import MicroBatcher
 from aligner_proxy.core.scorer import CostScorer, default_threshold
+from aligner_proxy.core.vocabulary import DEFAULT_BLOCK_MESSAGE, FailurePolicy, Mode, Status
 
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-Mode = Literal["off", "always", "gated"]
-Status = Literal["passed", "modified", "flagged", "blocked", "unchecked", "skipped"]
+__all__ = ["AlignmentPipeline", "AsyncScorer", "FailurePolicy", "Mode", "Outcome", "PolicyConfig", "Status"]
 
 
 @dataclass(frozen=True)
 class PolicyConfig:
+    """How one request's answers are aligned. The defaults are the proxy's route defaults."""
+
     mode: Mode = "gated"
     threshold: float | None = None  # None: the scorer's calibrated default
-    block: bool = False
-    block_message: str = "I'm sorry, but I can't help with that request."
-    failure_policy: Literal["fail_open", "fail_closed"] = "fail_open"
+    block: bool = True  # on by default: training/choose_policy.py measured the trade-off
+    block_message: str = DEFAULT_BLOCK_MESSAGE
+    failure_policy: FailurePolicy = "fail_open"
+
+    def with_overrides(
+        self,
+        *,
+        mode: Mode | None = None,
+        threshold: float | None = None,
+        block: bool | None = None,
+        failure_policy: FailurePolicy | None = None,
+    ) -> PolicyConfig:
+        """This config with a request's options applied: ``None`` keeps this config's value."""
+        return PolicyConfig(
+            mode=mode or self.mode,
+            threshold=self.threshold if threshold is None else threshold,
+            block=self.block if block is None else block,
+            block_message=self.block_message,
+            failure_policy=failure_policy or self.failure_policy,
+        )
 
 
 @dataclass
@@ -63,7 +82,6 @@ class Outcome:
     original: str
     cost_before: float | None = None
     cost_after: float | None = None
-    corrected: bool = False
     corrector_prompt_tokens: int = 0
     corrector_completion_tokens: int = 0
     scorer_ms: float = 0.0
@@ -227,7 +245,6 @@ class AlignmentPipeline:
         outcome.scorer_ms += timer.ms()
         outcome.text = streamed
         outcome.cost_after = cost
-        outcome.corrected = True
         outcome.status = "modified" if streamed != outcome.original else "passed"
         if cost > self.threshold(config):
             outcome.status = "flagged"
@@ -256,7 +273,6 @@ class AlignmentPipeline:
         if config.mode == "always" or cost < before:
             outcome.text = correction
             outcome.cost_after = cost
-            outcome.corrected = True
             outcome.status = "modified" if correction != outcome.original else "passed"
         else:
             outcome.cost_after = before

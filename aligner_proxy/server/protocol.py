@@ -16,8 +16,12 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-Status = Literal["passed", "modified", "flagged", "blocked", "unchecked", "skipped"]
-Mode = Literal["off", "always", "gated"]
+from aligner_proxy.core.annotation import (
+    AlignerAnnotation,
+    AlignerOptions,
+)
+from aligner_proxy.core.generation import ChatMessage
+from aligner_proxy.core.vocabulary import Mode
 
 
 class _Open(BaseModel):
@@ -27,57 +31,6 @@ class _Open(BaseModel):
 
 
 # --------------------------------------------------------------------- aligner
-
-
-class AlignerOptions(BaseModel):
-    """Per-request options, sent by the SDK as ``extra_body={"aligner": {...}}``."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    mode: Mode | None = None
-    threshold: float | None = None
-    block: bool | None = None
-    return_original: bool = False
-    failure_policy: Literal["fail_open", "fail_closed"] | None = None
-
-
-class Timings(BaseModel):
-    upstream_ms: float = 0.0
-    scorer_ms: float = 0.0
-    corrector_ms: float = 0.0
-    total_ms: float = 0.0
-
-
-class TokenUsage(BaseModel):
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    total_tokens: int = 0
-
-
-class ChoiceAnnotation(BaseModel):
-    index: int
-    status: Status
-    cost_before: float | None = None
-    cost_after: float | None = None
-    original: str | None = None
-    error: str | None = None
-
-
-class AlignerAnnotation(BaseModel):
-    """What the proxy did to an answer. ``status``, ``cost_*`` and ``original`` describe choice 0;
-    ``choices`` has the same for every choice when ``n > 1``."""
-
-    status: Status
-    mode: Mode
-    threshold: float | None = None
-    cost_before: float | None = None
-    cost_after: float | None = None
-    original: str | None = None
-    scorer: str | None = None
-    corrector: str | None = None
-    timings: Timings = Field(default_factory=Timings)
-    corrector_usage: TokenUsage = Field(default_factory=TokenUsage)
-    choices: list[ChoiceAnnotation] = Field(default_factory=list)
 
 
 # ------------------------------------------------------------------------ chat
@@ -95,6 +48,10 @@ class ChatMessageIn(_Open):
         if isinstance(self.content, str):
             return self.content
         return "".join(str(part.get("text", "")) for part in self.content if part.get("type") == "text")
+
+    def to_core(self) -> ChatMessage:
+        """The message as the core sees it: a role and its text."""
+        return ChatMessage(role=self.role, content=self.text())
 
 
 class _Forwarded(_Open):
@@ -268,20 +225,6 @@ class CorrectRequest(BaseModel):
     items: list[CorrectItem] = Field(min_length=1, max_length=64)
     mode: Mode = "always"
     threshold: float | None = None
-
-
-class CorrectedItem(BaseModel):
-    correction: str
-    status: Status
-    cost_before: float | None = None
-    cost_after: float | None = None
-
-
-class CorrectResponse(BaseModel):
-    corrector: str
-    scorer: str
-    items: list[CorrectedItem]
-    corrector_usage: TokenUsage
 
 
 # --------------------------------------------------------------------- errors

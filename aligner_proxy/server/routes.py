@@ -14,12 +14,12 @@ from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ValidationError
 
+from aligner_proxy.core.annotation import CorrectResponse
 from aligner_proxy.server.errors import InvalidRequestError, NotReadyError, RequestTooLargeError
 from aligner_proxy.server.protocol import (
     ChatCompletionRequest,
     CompletionRequest,
     CorrectRequest,
-    CorrectResponse,
     ModelList,
     ScoreRequest,
     ScoreResponse,

@@ -15,6 +15,15 @@ from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import Generic
 
+from aligner_proxy.core.annotation import (
+    AlignerAnnotation,
+    AlignerOptions,
+    ChoiceAnnotation,
+    CorrectedItem,
+    CorrectResponse,
+    Timings,
+    TokenUsage,
+)
 from aligner_proxy.core.corrector import CorrectionInput
 from aligner_proxy.core.errors import AlignmentError
 from aligner_proxy.core.generation import ChatMessage
@@ -22,30 +31,23 @@ from aligner_proxy.core.policy import AlignmentPipeline, Outcome, PolicyConfig
 from aligner_proxy.server.errors import AlignerProxyError, UnknownModelError, from_core
 from aligner_proxy.server.metrics import Metrics
 from aligner_proxy.server.protocol import (
-    AlignerAnnotation,
-    AlignerOptions,
     ChatChoice,
     ChatCompletionChunk,
     ChatCompletionRequest,
     ChatCompletionResponse,
-    ChoiceAnnotation,
     ChunkChoice,
     ChunkDelta,
     CompletionChoice,
     CompletionChunk,
     CompletionRequest,
     CompletionResponse,
-    CorrectedItem,
     CorrectRequest,
-    CorrectResponse,
     ErrorBody,
     ErrorResponse,
     ModelCard,
     ModelList,
     ScoreRequest,
     ScoreResponse,
-    Timings,
-    TokenUsage,
     Usage,
 )
 from aligner_proxy.server.upstream import ChunkT, StreamEvent, Upstream
@@ -81,7 +83,7 @@ def _ms(start: float) -> float:
 
 def chat_question(request: ChatCompletionRequest) -> tuple[list[ChatMessage], str]:
     """The conversation for the corrector and the last user turn for the scorer."""
-    messages = [ChatMessage(role=m.role, content=m.text()) for m in request.messages]
+    messages = [m.to_core() for m in request.messages]
     users = [m.content for m in messages if m.role == "user"]
     return messages, users[-1] if users else messages[-1].content
 
@@ -113,16 +115,14 @@ class ProxyService:
 
     def policy(self, route: Route, options: AlignerOptions | None) -> PolicyConfig:
         """The route's policy with the request's overrides, its threshold resolved (the scorer's by default)."""
-        base = route.policy
         if options is None:
-            return self.pipeline.resolve(base)
+            return self.pipeline.resolve(route.policy)
         return self.pipeline.resolve(
-            PolicyConfig(
-                mode=options.mode or base.mode,
-                threshold=base.threshold if options.threshold is None else options.threshold,
-                block=base.block if options.block is None else options.block,
-                block_message=base.block_message,
-                failure_policy=options.failure_policy or base.failure_policy,
+            route.policy.with_overrides(
+                mode=options.mode,
+                threshold=options.threshold,
+                block=options.block,
+                failure_policy=options.failure_policy,
             )
         )
 
@@ -469,18 +469,14 @@ class ProxyService:
     async def correct(self, request: CorrectRequest) -> CorrectResponse:
         items = [
             CorrectionInput(
-                question=item.question
-                if isinstance(item.question, str)
-                else [ChatMessage(role=m.role, content=m.text()) for m in item.question],
+                question=item.question if isinstance(item.question, str) else [m.to_core() for m in item.question],
                 answer=item.answer,
             )
             for item in request.items
         ]
-        config = PolicyConfig(
-            mode=request.mode,
-            threshold=request.threshold,
-            failure_policy="fail_closed",
-        )
+        # Items in, verdicts out: a text still above the threshold is reported ``flagged``
+        # with its correction (never swapped for the block message), and a failure is an error.
+        config = PolicyConfig(mode=request.mode, threshold=request.threshold, block=False, failure_policy="fail_closed")
         outcomes = await self.pipeline.align(items, config)
         prompt_tokens = sum(o.corrector_prompt_tokens for o in outcomes)
         completion_tokens = sum(o.corrector_completion_tokens for o in outcomes)

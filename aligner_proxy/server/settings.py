@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from pydantic_settings import (
@@ -21,16 +21,12 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
-from aligner_proxy.core.prompt import DEFAULT_TEMPLATE
-from aligner_proxy.weights import CORRECTOR, COST_SCORER
+from aligner_proxy.core.loading import CoreConfig, CorrectorBackend, Dtype
+from aligner_proxy.core.policy import PolicyConfig
+from aligner_proxy.core.vocabulary import FailurePolicy, Mode
 
-Mode = Literal["off", "always", "gated"]
-FailurePolicy = Literal["fail_open", "fail_closed"]
-CorrectorBackend = Literal["transformers", "remote", "vllm"]
-
-DEFAULT_BLOCK_MESSAGE = (
-    "I'm sorry, but I can't help with that request. If you have another question, I'm happy to help."
-)
+_CORE = CoreConfig()  # the core owns its defaults; the settings repeat none of them
+_POLICY = PolicyConfig()
 
 
 class PolicySettings(BaseModel):
@@ -39,21 +35,31 @@ class PolicySettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     mode: Mode = Field(
-        "gated", description="off: pass through; always: correct every answer; gated: correct above threshold"
+        _POLICY.mode, description="off: pass through; always: correct every answer; gated: correct above threshold"
     )
     threshold: float | None = Field(
-        None,
+        _POLICY.threshold,
         description="cost above which an answer counts as unsafe (logit scale); None: the scorer's own calibrated one",
     )
     block: bool = Field(
-        True,
+        _POLICY.block,
         description="replace answers still above threshold after correction by a refusal (on by default: "
         "training/choose_policy.py measured the trade-off)",
     )
-    block_message: str = DEFAULT_BLOCK_MESSAGE
+    block_message: str = _POLICY.block_message
     failure_policy: FailurePolicy = Field(
-        "fail_open", description="fail_open: return the original unchecked; fail_closed: 503"
+        _POLICY.failure_policy, description="fail_open: return the original unchecked; fail_closed: 503"
     )
+
+    def to_config(self) -> PolicyConfig:
+        """The core policy these settings describe."""
+        return PolicyConfig(
+            mode=self.mode,
+            threshold=self.threshold,
+            block=self.block,
+            block_message=self.block_message,
+            failure_policy=self.failure_policy,
+        )
 
 
 class UpstreamSettings(BaseModel):
@@ -99,7 +105,7 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = 8000
     log_level: str = "info"
-    cache_dir: Path = Field(default_factory=lambda: Path.home() / ".cache" / "aligner-proxy")
+    cache_dir: Path = _CORE.cache_dir
     api_keys: list[SecretStr] = Field(default_factory=list, description="bearer keys clients must send; empty = open")
 
     # The one-upstream case (ignored when `models` is given).
@@ -108,39 +114,43 @@ class Settings(BaseSettings):
     aligner: PolicySettings = Field(default_factory=PolicySettings)
     models: list[RouteSettings] = Field(default_factory=list)
 
-    # The shared core.
-    corrector_model: str = Field("smollm2", description="base model: path, hub id, or 'smollm2'")
+    # The shared core (defaults: CoreConfig's).
+    corrector_model: str = Field(_CORE.corrector_model, description="base model: path, hub id, or 'smollm2'")
     corrector_adapter: str | None = Field(
-        "auto",
+        _CORE.corrector_adapter,
         description="LoRA adapter: a shipped name or a directory; 'auto' = the shipped Aligner when corrector_model "
         "is 'smollm2'; 'none' = the base model prompted zero-shot",
     )
-    corrector_backend: CorrectorBackend = "transformers"
+    corrector_backend: CorrectorBackend = _CORE.corrector_backend
     corrector_url: str | None = Field(None, description="completions server for corrector_backend=remote")
     corrector_api_key: SecretStr | None = None
-    corrector_template: str = DEFAULT_TEMPLATE
-    corrector_max_new_tokens: int = Field(256, ge=1)
+    corrector_template: str = _CORE.corrector_template
+    corrector_max_new_tokens: int = Field(_CORE.corrector_max_new_tokens, ge=1)
     corrector_max_question_tokens: int = Field(
-        128, ge=1, description="question budget in the Aligner prompt (tail kept)"
+        _CORE.corrector_max_question_tokens, ge=1, description="question budget in the Aligner prompt (tail kept)"
     )
-    corrector_max_answer_tokens: int = Field(256, ge=1, description="answer budget in the Aligner prompt (head kept)")
+    corrector_max_answer_tokens: int = Field(
+        _CORE.corrector_max_answer_tokens, ge=1, description="answer budget in the Aligner prompt (head kept)"
+    )
     scorer: str = Field(
-        COST_SCORER, description="a shipped scorer's name, 'heuristic', an embedding-head dir, or a classifier"
+        _CORE.scorer, description="a shipped scorer's name, 'heuristic', an embedding-head dir, or a classifier"
     )
-    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    dtype: Dtype = _CORE.dtype
 
     # Serving.
     embedded_max_tokens: int = Field(256, ge=1, description="default max_tokens for the embedded upstream")
     embedded_repetition_penalty: float = Field(
         1.1, ge=1.0, le=2.0, description="the embedded upstream's repetition guard (1.0 = off)"
     )
-    max_batch_size: int = Field(8, ge=1)
-    batch_wait_ms: float = Field(10.0, ge=0)
+    max_batch_size: int = Field(_CORE.max_batch_size, ge=1)
+    batch_wait_ms: float = Field(_CORE.batch_wait_ms, ge=0)
     max_body_bytes: int = Field(2_000_000, ge=1024)
     upstream_timeout_s: float = Field(300.0, gt=0)
     upstream_connect_timeout_s: float = Field(5.0, gt=0)
     upstream_retries: int = Field(2, ge=0)
-    alignment_timeout_s: float = Field(300.0, gt=0, description="limit for scoring + correcting one answer")
+    alignment_timeout_s: float = Field(
+        _CORE.alignment_timeout_s, gt=0, description="limit for scoring + correcting one answer"
+    )
     keepalive_interval_s: float = Field(5.0, gt=0, description="SSE comment interval while a stream is buffered")
 
     @model_validator(mode="after")
@@ -152,14 +162,25 @@ class Settings(BaseSettings):
             raise ValueError("corrector_backend=remote needs corrector_url")
         return self
 
-    def corrector_adapter_spec(self) -> str | None:
-        """The adapter to load: resolves ``auto`` and ``none``."""
-        adapter = self.corrector_adapter
-        if adapter is None or adapter.lower() in ("", "none"):
-            return None
-        if adapter == "auto":
-            return CORRECTOR if self.corrector_model == "smollm2" else None
-        return adapter
+    def core_config(self) -> CoreConfig:
+        """The core's part of these settings."""
+        return CoreConfig(
+            scorer=self.scorer,
+            corrector_model=self.corrector_model,
+            corrector_adapter=self.corrector_adapter,
+            corrector_backend=self.corrector_backend,
+            corrector_url=self.corrector_url,
+            corrector_api_key=self.corrector_api_key.get_secret_value() if self.corrector_api_key else None,
+            corrector_template=self.corrector_template,
+            corrector_max_new_tokens=self.corrector_max_new_tokens,
+            corrector_max_question_tokens=self.corrector_max_question_tokens,
+            corrector_max_answer_tokens=self.corrector_max_answer_tokens,
+            alignment_timeout_s=self.alignment_timeout_s,
+            max_batch_size=self.max_batch_size,
+            batch_wait_ms=self.batch_wait_ms,
+            cache_dir=self.cache_dir,
+            dtype=self.dtype,
+        )
 
     def routes(self) -> list[RouteSettings]:
         """The served models: the YAML list, or the one route built from the flat fields."""

@@ -22,7 +22,7 @@ from typing import Any, Generic, Protocol, TypeVar
 import httpx
 from pydantic import BaseModel, ValidationError
 
-from aligner_proxy.core.generation import ChatGenerator, ChatMessage, GenerationParams
+from aligner_proxy.core.generation import ChatGenerator, GenerationParams
 from aligner_proxy.server.errors import UpstreamError, UpstreamTimeoutError, UpstreamUnavailableError
 from aligner_proxy.server.protocol import (
     ChatChoice,
@@ -221,7 +221,7 @@ class EmbeddedUpstream:
         )
 
     def _chat_prompt(self, request: ChatCompletionRequest) -> str:
-        return self.generator.render_chat([ChatMessage(role=m.role, content=m.text()) for m in request.messages])
+        return self.generator.render_chat([m.to_core() for m in request.messages])
 
     def _chat_params(self, request: ChatCompletionRequest) -> GenerationParams:
         return self._params(

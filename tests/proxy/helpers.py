@@ -6,11 +6,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from aligner_proxy.core.loading import make_pipeline
 from aligner_proxy.server.app import create_app
 from aligner_proxy.server.metrics import Metrics
 from aligner_proxy.server.settings import Settings
 from aligner_proxy.server.upstream import EmbeddedUpstream, OpenAIUpstream, Upstream
-from aligner_proxy.server.wiring import assemble, make_pipeline
+from aligner_proxy.server.wiring import assemble
 from tests.proxy.fakes import FakeCorrectorGenerator, FakeScorer, serve
 
 MODEL = "fake-model"
@@ -37,7 +38,7 @@ def proxy_app(
     )
     metrics = Metrics()
     pipeline = make_pipeline(
-        config, scorer=scorer or FakeScorer(), corrector_generator=generator or FakeCorrectorGenerator()
+        config.core_config(), scorer=scorer or FakeScorer(), corrector_generator=generator or FakeCorrectorGenerator()
     )
     route = config.routes()[0]
     upstreams: dict[str, Upstream] = {

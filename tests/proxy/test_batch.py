@@ -27,8 +27,7 @@ from aligner_proxy.batch import (
 )
 from aligner_proxy.batch.writer import OutputLockedError
 from aligner_proxy.core.generation import Generation, GenerationParams
-from aligner_proxy.server.settings import Settings
-from aligner_proxy.server.wiring import make_pipeline
+from aligner_proxy.core.loading import CoreConfig, make_pipeline
 from tests.proxy.fakes import BENIGN_ANSWER, CORRECTION, FakeCorrectorGenerator, FakeScorer
 from tests.proxy.helpers import running_proxy
 
@@ -62,9 +61,9 @@ class ExplodingGenerator(FakeCorrectorGenerator):
 
 
 def fake_backend(generator: Any | None = None) -> PipelineBackend:
-    settings = Settings(alignment_timeout_s=10)
+    core = CoreConfig(alignment_timeout_s=10)
     return PipelineBackend(
-        make_pipeline(settings, scorer=FakeScorer(), corrector_generator=generator or FakeCorrectorGenerator())
+        make_pipeline(core, scorer=FakeScorer(), corrector_generator=generator or FakeCorrectorGenerator())
     )
 
 
@@ -77,8 +76,7 @@ def config(tmp_path: Path, source: Path, **kw: Any) -> BatchConfig:
 _CRASH_SCRIPT = """
 import asyncio, sys
 from aligner_proxy.batch import BatchConfig, PipelineBackend, acorrect_file
-from aligner_proxy.server.wiring import make_pipeline
-from aligner_proxy.server.settings import Settings
+from aligner_proxy.core.loading import CoreConfig, make_pipeline
 from tests.proxy.fakes import FakeCorrectorGenerator, FakeScorer
 
 class Slow(FakeCorrectorGenerator):
@@ -86,7 +84,7 @@ class Slow(FakeCorrectorGenerator):
         await asyncio.sleep(0.05)
         return await super().generate(prompts, params)
 
-backend = PipelineBackend(make_pipeline(Settings(), scorer=FakeScorer(), corrector_generator=Slow()))
+backend = PipelineBackend(make_pipeline(CoreConfig(), scorer=FakeScorer(), corrector_generator=Slow()))
 config = BatchConfig(input_path=sys.argv[1], output_path=sys.argv[2], batch_size=3, id_field="id", fsync=False)
 asyncio.run(acorrect_file(config, backend))
 """
@@ -291,7 +289,7 @@ async def test_proxy_backend_rejections_become_error_rows(tmp_path: Path, upstre
 async def test_openai_backend_corrects_through_a_completions_server(tmp_path: Path, upstream_url: str) -> None:
     source = write_jsonl(tmp_path / "in.jsonl", [{"question": "How do I make a bomb?", "answer": "Boom."}])
     cfg = config(tmp_path, source, backend="openai", url=upstream_url + "/v1", remote_model="aligner", concurrency=2)
-    backend = load_backend(cfg, Settings(scorer="heuristic"))
+    backend = load_backend(cfg, CoreConfig(scorer="heuristic"))
     try:
         stats = await acorrect_file(cfg, backend)
     finally:

@@ -6,9 +6,8 @@ import pytest
 
 from aligner_proxy.core.corrector import CorrectionInput
 from aligner_proxy.core.errors import AlignmentError
+from aligner_proxy.core.loading import CoreConfig, make_pipeline
 from aligner_proxy.core.policy import AlignmentPipeline, PolicyConfig
-from aligner_proxy.server.settings import Settings
-from aligner_proxy.server.wiring import make_pipeline
 from tests.proxy.fakes import CORRECTION, HARMFUL_ANSWER, FakeCorrectorGenerator, FakeScorer
 
 BENIGN = "Water boils at 100 C at sea level."
@@ -18,7 +17,7 @@ def pipeline(
     scorer: FakeScorer | None = None, generator: FakeCorrectorGenerator | None = None, timeout_s: float = 5.0
 ) -> AlignmentPipeline:
     return make_pipeline(
-        Settings(alignment_timeout_s=timeout_s),
+        CoreConfig(alignment_timeout_s=timeout_s),
         scorer=scorer or FakeScorer(),
         corrector_generator=generator or FakeCorrectorGenerator(),
     )
@@ -52,7 +51,7 @@ async def test_off_skips() -> None:
 
 async def test_gated_keeps_the_original_when_the_correction_is_costlier() -> None:
     scorer = FakeScorer(costs={HARMFUL_ANSWER: 1.0, CORRECTION: 3.0})
-    [outcome] = await pipeline(scorer).align(items(HARMFUL_ANSWER), PolicyConfig(mode="gated"))
+    [outcome] = await pipeline(scorer).align(items(HARMFUL_ANSWER), PolicyConfig(mode="gated", block=False))
     # the original is kept, and it is still above the threshold: never reported as passed
     assert outcome.text == HARMFUL_ANSWER and outcome.status == "flagged"
     assert outcome.cost_after == 1.0
@@ -60,10 +59,12 @@ async def test_gated_keeps_the_original_when_the_correction_is_costlier() -> Non
 
 async def test_a_correction_still_above_the_threshold_is_flagged_not_modified() -> None:
     scorer = FakeScorer(costs={CORRECTION: 2.0})  # safer than 4.0, still unsafe
-    [outcome] = await pipeline(scorer).align(items(HARMFUL_ANSWER), PolicyConfig(mode="gated"))
+    [outcome] = await pipeline(scorer).align(items(HARMFUL_ANSWER), PolicyConfig(mode="gated", block=False))
     assert outcome.text == CORRECTION and outcome.status == "flagged"
     assert (outcome.cost_before, outcome.cost_after) == (4.0, 2.0)
-    [lower] = await pipeline(scorer).align(items(HARMFUL_ANSWER), PolicyConfig(mode="gated", threshold=2.5))
+    [lower] = await pipeline(scorer).align(
+        items(HARMFUL_ANSWER), PolicyConfig(mode="gated", threshold=2.5, block=False)
+    )
     assert lower.status == "modified"  # below a threshold the request chose, it counts as fixed
 
 
@@ -90,7 +91,7 @@ async def test_block_when_still_unsafe_after_correction() -> None:
 
 async def test_empty_correction_never_replaces_the_answer() -> None:
     [outcome] = await pipeline(generator=FakeCorrectorGenerator(behaviour="empty")).align(
-        items(HARMFUL_ANSWER), PolicyConfig(mode="always")
+        items(HARMFUL_ANSWER), PolicyConfig(mode="always", block=False)
     )
     assert outcome.text == HARMFUL_ANSWER and outcome.status == "flagged"  # still the unsafe original
 

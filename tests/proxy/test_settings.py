@@ -29,9 +29,9 @@ def test_defaults_serve_the_embedded_model_on_localhost(monkeypatch: pytest.Monk
     [route] = settings.routes()
     assert route.upstream.embedded and route.upstream.model == "smollm2"
     assert route.aligner.mode == "gated" and settings.scorer == "cost-minilm-ft-v2"
-    assert settings.corrector_adapter_spec() == "aligner-smollm2-lora-v1"
-    assert Settings(corrector_model="/some/aligner").corrector_adapter_spec() is None
-    assert Settings(corrector_adapter="none").corrector_adapter_spec() is None
+    assert settings.core_config().adapter_spec() == "aligner-smollm2-lora-v1"
+    assert Settings(corrector_model="/some/aligner").core_config().adapter_spec() is None
+    assert Settings(corrector_adapter="none").core_config().adapter_spec() is None
 
 
 def test_yaml_routes_with_env_and_flag_priority(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -104,7 +104,7 @@ def test_head_and_encoder_width_must_agree(encoder_dir: Path, tmp_path: Path) ->
 def test_one_resolver_names_every_kind_of_scorer(head_dir: Path, tiny_classifier_dir: Path) -> None:
     from aligner_proxy.core.backends.classifier import SequenceClassifierScorer
     from aligner_proxy.core.heuristic import KeywordCostScorer
-    from aligner_proxy.server.wiring import load_cost_scorer
+    from aligner_proxy.core.loading import load_cost_scorer
     from aligner_proxy.weights import COST_SCORER
     from evals.runner import load_scorer
 

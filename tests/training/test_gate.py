@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from aligner_proxy.core.backends.embedding import ENCODER_WEIGHTS, EmbeddingHeadScorer, HeadConfig
-from aligner_proxy.server.wiring import load_cost_scorer
+from aligner_proxy.core.loading import load_cost_scorer
 from tests.tiny_models import save_tiny_encoder
 from training.data.records import PreferencePair, SafetyLabel
 from training.gate import GateConfig, calibrated_threshold, run

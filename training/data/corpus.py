@@ -98,7 +98,7 @@ def build(config: CorpusConfig, generator: CorpusGenerator | None = None) -> dic
         try:
             target_scorer = None
             if config.target_gate:
-                from aligner_proxy.server.wiring import load_cost_scorer
+                from aligner_proxy.core.loading import load_cost_scorer
 
                 target_scorer = load_cost_scorer(config.target_gate)
             stats["corrector"] = build_corrector_corpus(config, sources, generator, target_scorer)
