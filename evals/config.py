@@ -34,11 +34,29 @@ class TargetConfig(_Strict):
     )
     params: dict[str, Any] = Field(default_factory=dict, description="extra body fields, over `generation`")
     cache_salt: str = Field("", description="change it to regenerate this target (e.g. after changing the proxy)")
+    replay_of: str | None = Field(
+        None,
+        description="no requests: the core runs in this process on another target's upstream answers (its "
+        "`original`s) with this target's `core` models and `aligner` options (evals/replay.py)",
+    )
+    core: dict[str, Any] = Field(
+        default_factory=dict, description="replay_of targets: CoreConfig fields (corrector_adapter, scorer, ...)"
+    )
     originals_of: str | None = Field(
         None,
         description="no requests: this target's answers are another target's `original` (the upstream alone), "
         "so a baseline costs no second generation",
     )
+
+    @property
+    def source(self) -> str | None:
+        """The target whose answers this one derives from, if it sends no requests of its own."""
+        return self.originals_of or self.replay_of
+
+    @property
+    def asks_proxy(self) -> bool:
+        """Whether this target's answers come from the proxy with annotations (what a derived target needs)."""
+        return self.aligner is not None and self.source is None
 
 
 class GenerationConfig(_Strict):
@@ -128,9 +146,18 @@ class EvalConfig(_Strict):
         if len(names) != len(set(names)):
             raise ValueError(f"duplicate target names: {names}")
         for t in self.targets:
-            source = next((o for o in self.targets if o.name == t.originals_of), None) if t.originals_of else None
-            if t.originals_of and (source is None or source.aligner is None or source.originals_of):
-                raise ValueError(f"target {t.name}: originals_of must name a proxy target (with aligner options)")
+            for field, name in (("originals_of", t.originals_of), ("replay_of", t.replay_of)):
+                source = next((o for o in self.targets if o.name == name), None) if name else None
+                if name and (source is None or not source.asks_proxy):
+                    raise ValueError(f"target {t.name}: {field} must name a proxy target (with aligner options)")
+            if t.originals_of and t.replay_of:
+                raise ValueError(f"target {t.name}: originals_of and replay_of exclude each other")
+            if t.core and not t.replay_of:
+                raise ValueError(f"target {t.name}: core applies to replay_of targets only")
+            if t.replay_of:
+                from evals.replay import core_config
+
+                core_config(t.core)
         if self.sweep is not None and self.sweep.target not in names:
             raise ValueError(f"sweep.target {self.sweep.target!r} is not a target ({', '.join(names)})")
         return self

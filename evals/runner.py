@@ -14,14 +14,11 @@ import asyncio
 import logging
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ValidationError
-
-from aligner_proxy.core.annotation import AlignerAnnotation
+from evals.answers import CachedAnswer, Item, ItemAnswer, Task, chat_messages, originals, parse_answer
 from evals.cache import JsonlCache, cache_key
 from evals.client import ChatEndpoint, api_key_from_env
 from evals.config import EvalConfig, TargetConfig
@@ -29,42 +26,12 @@ from evals.errors import ConfigError, TargetError
 from evals.loaders import EvalPrompt
 from evals.metrics import METRICS, Metric, MetricContext, Sample
 from evals.overlap import check_overlap
+from evals.replay import replayed
 from evals.report import EvalReport, MetricInfo, SampleRow, SweepPoint, SweepResult, TargetResult, TaskInfo
 from evals.stats import MetricResult, summarize
-from evals.tasks import TaskSpec, resolve_task
+from evals.tasks import resolve_task
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Task:
-    spec: TaskSpec
-    prompts: list[EvalPrompt]
-    metrics: list[str]
-
-
-class CachedAnswer(BaseModel):
-    """What the harness keeps of one chat completion."""
-
-    answer: str
-    original: str | None = None
-    aligner: AlignerAnnotation | None = None
-    total_tokens: int | None = None
-    latency_ms: float
-    model: str
-
-
-@dataclass(frozen=True)
-class Item:
-    task: Task
-    prompt: EvalPrompt
-
-
-@dataclass
-class Outcome:
-    item: Item
-    answer: CachedAnswer | None
-    error: str | None = None
 
 
 def load_tasks(config: EvalConfig) -> list[Task]:
@@ -101,10 +68,7 @@ def request_body(
     config: EvalConfig, target: TargetConfig, model: str, task: Task, prompt: EvalPrompt
 ) -> dict[str, Any]:
     """The chat request for one prompt: generation defaults, the target's params, and its aligner options."""
-    system = task.spec.system_prompt or config.generation.system_prompt
-    messages = ([{"role": "system", "content": system}] if system else []) + [
-        {"role": "user", "content": prompt.prompt}
-    ]
+    messages = [{"role": m.role, "content": m.content} for m in chat_messages(config, task, prompt)]
     body: dict[str, Any] = {
         "model": model,
         "messages": messages,
@@ -127,28 +91,6 @@ def sent_options(target: TargetConfig) -> dict[str, Any] | None:
     if target.aligner is None:
         return None
     return target.aligner.model_copy(update={"return_original": True}).model_dump(exclude_none=True)
-
-
-def parse_answer(data: dict[str, Any], latency_ms: float) -> CachedAnswer:
-    choices = data.get("choices")
-    if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
-        raise TargetError(f"response without choices: {str(data)[:200]}")
-    message = choices[0].get("message") or {}
-    annotation = None
-    if data.get("aligner") is not None:
-        try:
-            annotation = AlignerAnnotation.model_validate(data["aligner"])
-        except ValidationError as exc:
-            raise TargetError(f"unreadable aligner annotation: {exc}") from None
-    usage = data.get("usage") or {}
-    return CachedAnswer(
-        answer=str(message.get("content") or ""),
-        original=annotation.original if annotation else None,
-        aligner=annotation,
-        total_tokens=usage.get("total_tokens") if isinstance(usage, dict) else None,
-        latency_ms=latency_ms,
-        model=str(data.get("model", "")),
-    )
 
 
 def to_sample(item: Item, answer: CachedAnswer) -> Sample:
@@ -217,7 +159,7 @@ class Endpoints:
 
 async def generate(
     config: EvalConfig, target: TargetConfig, items: Sequence[Item], endpoints: Endpoints, cache: JsonlCache
-) -> tuple[list[Outcome], int]:
+) -> tuple[list[ItemAnswer], int]:
     """Every item's answer from ``target``, from the cache when it has it; returns them and how many were new."""
     endpoint = endpoints.get(target)
     model = await endpoints.model(target)
@@ -225,32 +167,32 @@ async def generate(
     generated = 0
     every = max(1, len(items) // 10)
 
-    async def one(item: Item) -> Outcome:
+    async def one(item: Item) -> ItemAnswer:
         nonlocal generated
         body = request_body(config, target, model, item.task, item.prompt)
         key = cache_key("chat", {"url": endpoint.base_url, "body": body, "salt": target.cache_salt})
         cached = cache.get(key)
         if cached is not None:
-            return Outcome(item, CachedAnswer.model_validate(cached))
+            return ItemAnswer(item, CachedAnswer.model_validate(cached))
         async with slots:
             try:
                 data, latency_ms = await endpoint.chat(body)
                 answer = parse_answer(data, latency_ms)
             except TargetError as exc:
                 logger.warning("target %s, prompt %s: %s", target.name, item.prompt.id, exc)
-                return Outcome(item, None, str(exc))
+                return ItemAnswer(item, None, str(exc))
         cache.put(key, answer.model_dump(mode="json"))
         generated += 1
         if generated % every == 0:
             logger.info("target %s: %d answers generated", target.name, generated)
-        return Outcome(item, answer)
+        return ItemAnswer(item, answer)
 
     outcomes = list(await asyncio.gather(*(one(item) for item in items)))
     return outcomes, generated
 
 
 async def score_target(
-    outcomes: Sequence[Outcome], metrics: Sequence[Metric], ctx: MetricContext, config: EvalConfig
+    outcomes: Sequence[ItemAnswer], metrics: Sequence[Metric], ctx: MetricContext, config: EvalConfig
 ) -> tuple[dict[str, MetricResult], dict[str, dict[str, MetricResult]], list[dict[str, float | None]]]:
     """Pooled and per-task results of each metric, and each sample's values (for ``samples.jsonl``)."""
     answered = [(i, o) for i, o in enumerate(outcomes) if o.answer is not None]
@@ -343,18 +285,21 @@ async def evaluate(
     items = [Item(task, prompt) for task in tasks for prompt in task.prompts]
     rows: list[SampleRow] = []
     results: dict[str, TargetResult] = {}
-    answered: dict[str, list[Outcome]] = {}
-    derived = [t.originals_of for t in targets if t.originals_of]
+    answered: dict[str, list[ItemAnswer]] = {}
+    derived = [t.source for t in targets if t.source]
     try:
-        ordered = sorted(targets, key=lambda t: t.originals_of is not None)  # sources before what derives from them
+        ordered = sorted(targets, key=lambda t: t.source is not None)  # sources before what derives from them
         for target in [*ordered, *(t for _, t in sweep)]:
             logger.info("target %s: %d prompts", target.name, len(items))
-            if target.originals_of:
-                if target.originals_of not in answered:  # only_targets left the source out
-                    answered[target.originals_of], _ = await generate(
-                        config, _by_name(config, target.originals_of), items, endpoints, cache
+            if target.source:
+                if target.source not in answered:  # only_targets left the source out
+                    answered[target.source], _ = await generate(
+                        config, _by_name(config, target.source), items, endpoints, cache
                     )
-                outcomes, generated = originals(answered[target.originals_of]), 0
+                if target.replay_of:
+                    outcomes, generated = await replayed(config, target, answered[target.source], cache)
+                else:
+                    outcomes, generated = originals(answered[target.source]), 0
             else:
                 outcomes, generated = await generate(config, target, items, endpoints, cache)
                 if target.name in derived:
@@ -416,31 +361,7 @@ def _by_name(config: EvalConfig, name: str) -> TargetConfig:
     return next(t for t in config.targets if t.name == name)
 
 
-def originals(outcomes: Sequence[Outcome]) -> list[Outcome]:
-    """What the upstream alone answered, read from a proxy target's annotations: ``original`` as the answer,
-    the upstream's share of the latency, no annotation (nothing was checked)."""
-    result = []
-    for outcome in outcomes:
-        answer = outcome.answer
-        if answer is None or answer.aligner is None:
-            error = outcome.error or "the source target's answer carries no aligner annotation"
-            result.append(Outcome(outcome.item, None, error))
-            continue
-        result.append(
-            Outcome(
-                outcome.item,
-                CachedAnswer(
-                    answer=answer.original if answer.original is not None else answer.answer,
-                    total_tokens=answer.total_tokens,
-                    latency_ms=answer.aligner.timings.upstream_ms,
-                    model=answer.model,
-                ),
-            )
-        )
-    return result
-
-
-def _rows(target: str, outcomes: Sequence[Outcome], values: Sequence[dict[str, float | None]]) -> list[SampleRow]:
+def _rows(target: str, outcomes: Sequence[ItemAnswer], values: Sequence[dict[str, float | None]]) -> list[SampleRow]:
     rows = []
     for outcome, metric_values in zip(outcomes, values, strict=True):
         answer, annotation = outcome.answer, outcome.answer.aligner if outcome.answer else None

@@ -6,10 +6,11 @@ from pathlib import Path
 
 import pytest
 
+from evals.answers import Task
 from evals.config import EvalConfig
 from evals.errors import ConfigError
 from evals.metrics import METRICS
-from evals.runner import Task, load_tasks, request_body
+from evals.runner import load_tasks, request_body
 from evals.tasks import TaskSpec, resolve_task
 
 ROOT = Path(__file__).resolve().parents[2]

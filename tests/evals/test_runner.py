@@ -231,3 +231,50 @@ def test_a_baseline_read_from_another_targets_originals_costs_no_request(
 
     with pytest.raises(ValueError, match="originals_of must name a proxy target"):
         EvalConfig.model_validate({**data, "targets": [{"name": "a", "originals_of": "b"}, {"name": "b"}]})
+
+
+def test_replay_runs_the_core_in_process_on_a_proxy_targets_upstream_answers(
+    tmp_path: Path,
+    upstream: tuple[FastAPI, str],
+    proxy_url: str,
+    prompt_files: tuple[Path, Path],
+    tiny_lm_dir: Path,
+) -> None:
+    """The same corrector and scorer replayed on the proxy's originals give the proxy's answers, with no request."""
+    up_app, up_url = upstream
+    data = make_config(tmp_path, up_url, proxy_url, prompt_files)
+    core = {
+        "scorer": "heuristic",
+        "corrector_model": str(tiny_lm_dir),
+        "corrector_adapter": "none",
+        "corrector_max_new_tokens": 6,
+        "cache_dir": str(tmp_path / "cache"),
+    }
+    options = {"mode": "always", "block": False}
+    data["targets"] = [
+        {"name": "replayed", "replay_of": "proxied", "aligner": options, "core": core},
+        {"name": "proxied", "aligner": options},
+    ]
+    before = len(up_app.state.bodies)
+    report, _ = run(EvalConfig.model_validate(data), plots=False)
+    assert len(up_app.state.bodies) - before == 4  # the proxied target's requests only
+    replayed, proxied = report.targets
+    assert replayed.generated == 4 and replayed.errors == 0
+    assert replayed.statuses == proxied.statuses and sum(replayed.statuses.values()) == 4
+    rows = [json.loads(line) for line in (tmp_path / "report" / "samples.jsonl").read_text().splitlines()]
+    by_target: dict[str, dict[str, Any]] = {}
+    for row in rows:
+        by_target.setdefault(row["prompt_id"], {})[row["target"]] = row
+    for pair in by_target.values():
+        assert pair["replayed"]["original"] == pair["proxied"]["original"]
+        assert pair["replayed"]["answer"] == pair["proxied"]["answer"]
+        assert pair["replayed"]["cost_before"] == pytest.approx(pair["proxied"]["cost_before"])
+
+    again, _ = run(EvalConfig.model_validate(data), plots=False)
+    assert again.targets[0].generated == 0  # verdicts come from the cache
+
+    with pytest.raises(ValueError, match="core applies to replay_of targets only"):
+        EvalConfig.model_validate({**data, "targets": [{"name": "a", "aligner": {}, "core": core}]})
+    with pytest.raises(ValueError, match=r"core: .*no_such_field"):
+        bad = {"name": "r", "replay_of": "proxied", "core": {"no_such_field": 1}}
+        EvalConfig.model_validate({**data, "targets": [bad, {"name": "proxied", "aligner": {}}]})
