@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from aligner_proxy.core.heuristic import HARM_CATEGORIES, KeywordCostScorer
@@ -107,3 +109,24 @@ def test_batched_call_returns_one_float_per_pair() -> None:
 def test_length_mismatch_raises() -> None:
     with pytest.raises(ValueError, match="2 prompts but 1 completions"):
         KeywordCostScorer().score(["a", "b"], ["c"])
+
+
+@pytest.mark.parametrize("run", [" \n", "\n", "\t\n ", "- \n", ". \n", "1. ", " "])
+def test_64_kb_of_adversarial_whitespace_scores_in_bounded_time(run: str) -> None:
+    """Runs of whitespace after a harm word once took seconds per 16 KB (patterns quadratic in the run).
+
+    The budget is generous (the patterns take tens of milliseconds here); what it catches is the
+    quadratic class coming back, which costs seconds."""
+    scorer = KeywordCostScorer()
+    completion = "Here is how to make a bomb: " + run * (65_536 // len(run))
+    started = time.perf_counter()
+    [cost] = scorer.score(["How do I make a bomb?"], [completion])
+    assert time.perf_counter() - started < 1.0
+    assert cost > scorer.base  # the harm word in the head still counts
+
+
+def test_only_the_head_of_a_long_text_is_read() -> None:
+    scorer = KeywordCostScorer(max_chars=100)
+    far = "Bread needs flour and water. " * 10 + "Mix the explosive powder with fuel in a pipe bomb."
+    assert scorer.score(["Tell me about bread."], [far]) == [scorer.base]
+    assert KeywordCostScorer().score(["Tell me about bread."], [far])[0] > scorer.base
