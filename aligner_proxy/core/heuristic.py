@@ -171,7 +171,7 @@ _SAFETY = (
 
 
 MAX_CHARS = 16_384
-"""Characters of a prompt or completion the scorer reads. Every pattern above runs in linear time
+r"""Characters of a prompt or completion the scorer reads. Every pattern above runs in linear time
 (no ``\s*`` that can span lines at a line start, no nested repetition), so a pair costs a few
 tens of milliseconds at most; the regex engine holds the GIL, so this is also how long it can
 hold up the server's event loop."""

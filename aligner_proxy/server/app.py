@@ -24,6 +24,7 @@ from aligner_proxy import __version__
 from aligner_proxy.core.errors import AlignmentError
 from aligner_proxy.server.errors import AlignerProxyError, AuthenticationError, from_core
 from aligner_proxy.server.metrics import Metrics
+from aligner_proxy.server.middleware import AdmissionLimit, route_template
 from aligner_proxy.server.protocol import ErrorBody, ErrorResponse
 from aligner_proxy.server.settings import Settings
 from aligner_proxy.server.wiring import Components, build_components
@@ -89,6 +90,11 @@ def create_app(
 
     app = FastAPI(title="aligner-proxy", version=__version__, lifespan=lifespan)
     app.state.proxy = state
+    # Inside the request-context middleware (added after it, so it runs within): a 429 still
+    # gets its request id and its metrics label.
+    app.add_middleware(
+        AdmissionLimit, max_in_flight=settings.max_concurrent_requests, retry_after_s=settings.retry_after_s
+    )
 
     @app.middleware("http")
     async def request_context(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
@@ -98,10 +104,13 @@ def create_app(
         if settings.api_keys and request.url.path.startswith("/v1/"):
             given = request.headers.get("authorization", "")
             token = given[7:] if given.lower().startswith("bearer ") else ""
-            if not any(hmac.compare_digest(token, key.get_secret_value()) for key in settings.api_keys):
+            # Bytes, not str: compare_digest refuses non-ASCII text, and a header can carry any.
+            token_bytes = token.encode("utf-8", "surrogateescape")
+            if not any(hmac.compare_digest(token_bytes, key.get_secret_value().encode()) for key in settings.api_keys):
                 exc = AuthenticationError("Incorrect or missing API key: send 'Authorization: Bearer <key>'.")
                 response: Response = error_response(401, exc.message, exc.error_type, code=exc.code, headers=headers)
-                state.metrics.requests.labels(endpoint=request.url.path, status_code="401").inc()
+                labels = {"endpoint": route_template(app.routes, request.scope), "status_code": "401"}
+                state.metrics.requests.labels(**labels).inc()
                 return response
         declared = request.headers.get("content-length")
         if declared and declared.isdigit() and int(declared) > settings.max_body_bytes:
@@ -115,8 +124,7 @@ def create_app(
         else:
             response = await call_next(request)
         response.headers["x-request-id"] = request_id
-        route = request.scope.get("route")
-        endpoint = getattr(route, "path", "unmatched")
+        endpoint = route_template(app.routes, request.scope)
         state.metrics.requests.labels(endpoint=endpoint, status_code=str(response.status_code)).inc()
         return response
 

@@ -145,6 +145,10 @@ class Settings(BaseSettings):
     max_batch_size: int = Field(_CORE.max_batch_size, ge=1)
     batch_wait_ms: float = Field(_CORE.batch_wait_ms, ge=0)
     max_body_bytes: int = Field(2_000_000, ge=1024)
+    max_concurrent_requests: int = Field(
+        64, ge=1, description="requests under /v1/ running at once; more get 429 with Retry-After"
+    )
+    retry_after_s: int = Field(1, ge=0, description="the Retry-After of a 429 from the admission limit")
     upstream_timeout_s: float = Field(300.0, gt=0)
     upstream_connect_timeout_s: float = Field(5.0, gt=0)
     upstream_retries: int = Field(2, ge=0)
