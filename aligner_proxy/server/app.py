@@ -156,7 +156,11 @@ def create_app(
     async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
         request_id = getattr(request.state, "request_id", "-")
         logger.error("request %s: unhandled %s", request_id, type(exc).__name__, exc_info=exc)
-        return error_response(500, f"Internal error (request id {request_id}).", "server_error")
+        # Close the connection: the request may have left it in any state, and a client's next
+        # request on a kept-alive socket would fail without saying why.
+        return error_response(
+            500, f"Internal error (request id {request_id}).", "server_error", headers={"connection": "close"}
+        )
 
     from aligner_proxy.server.routes import router
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -140,7 +140,7 @@ class ChatCompletionChunk(_Open):
 
 class CompletionRequest(_Forwarded):
     model: str
-    prompt: str | list[str]
+    prompt: str | Annotated[list[str], Field(min_length=1)]
     stream: bool = False
     n: int = Field(1, ge=1, le=16)
     max_tokens: int | None = Field(None, ge=1)

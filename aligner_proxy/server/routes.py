@@ -7,7 +7,6 @@ oversized, non-JSON and invalid bodies all get OpenAI-shaped 4xx errors
 
 from __future__ import annotations
 
-import json
 from typing import Annotated, TypeVar
 
 from fastapi import APIRouter, Depends, Request, Response
@@ -15,6 +14,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ValidationError
 
 from aligner_proxy.core.annotation import CorrectResponse
+from aligner_proxy.server.bodies import decode_json_object
 from aligner_proxy.server.errors import InvalidRequestError, NotReadyError, RequestTooLargeError
 from aligner_proxy.server.protocol import (
     ChatCompletionRequest,
@@ -49,18 +49,21 @@ async def parse_body(request: Request, model: type[BodyT]) -> BodyT:
         raw += part
         if len(raw) > limit:
             raise RequestTooLargeError(f"Request body exceeds the limit of {limit} bytes.")
-    try:
-        data = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise InvalidRequestError(f"The body is not valid JSON: {exc}") from None
-    if not isinstance(data, dict):
-        raise InvalidRequestError("The body must be a JSON object.")
+    data = decode_json_object(bytes(raw), content_type=request.headers.get("content-type"))
     try:
         return model.model_validate(data)
     except ValidationError as exc:
         first = exc.errors()[0]
-        param = ".".join(str(part) for part in first["loc"])
+        # A union's member is named in the location ('prompt.str'); the client knows the field.
+        param = ".".join(str(part) for part in first["loc"] if not _is_union_member(part))
         raise InvalidRequestError(f"{param or 'body'}: {first['msg']}", param=param or None) from None
+
+
+_TYPE_TAGS = frozenset({"str", "int", "float", "bool", "none", "list", "dict"})
+
+
+def _is_union_member(part: object) -> bool:
+    return isinstance(part, str) and (part in _TYPE_TAGS or "[" in part)
 
 
 def _sse(stream: object, request_id: str) -> StreamingResponse:
