@@ -139,7 +139,10 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(2_000_000, ge=1024)
     upstream_timeout_s: float = Field(300.0, gt=0)
     upstream_connect_timeout_s: float = Field(5.0, gt=0)
-    upstream_retries: int = Field(2, ge=0)
+    upstream_retries: int = Field(2, ge=0, description="retries under aligner_proxy.core.http's rule")
+    upstream_retry_deadline_s: float = Field(
+        30.0, gt=0, description="time for all attempts and waits together, Retry-After included"
+    )
     alignment_timeout_s: float = Field(300.0, gt=0, description="limit for scoring + correcting one answer")
     keepalive_interval_s: float = Field(5.0, gt=0, description="SSE comment interval while a stream is buffered")
 

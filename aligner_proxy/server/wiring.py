@@ -111,6 +111,7 @@ class _Loader:
             timeout_s=s.upstream_timeout_s,
             connect_timeout_s=s.upstream_connect_timeout_s,
             retries=s.upstream_retries,
+            retry_deadline_s=s.upstream_retry_deadline_s,
         )
 
 
