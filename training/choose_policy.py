@@ -35,6 +35,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from aligner_proxy.core.files import read_jsonl_models
 from aligner_proxy.core.refusal import is_refusal
 from training.data.records import SafetyLabel
 
@@ -110,11 +111,7 @@ def run(config: ChoosePolicyConfig) -> dict[str, Any]:
     from aligner_proxy.server.settings import Settings
     from aligner_proxy.server.wiring import _Loader, make_pipeline
 
-    labels = [
-        SafetyLabel.model_validate_json(line)
-        for line in Path(config.validation_file).read_text(encoding="utf-8").splitlines()
-        if line.strip()
-    ]
+    labels = read_jsonl_models(config.validation_file, SafetyLabel)
     settings = Settings(
         scorer=config.scorer,
         corrector_model=config.corrector_model,
