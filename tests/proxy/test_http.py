@@ -111,6 +111,11 @@ async def test_when_retries_run_out_the_last_answer_or_error_comes_back() -> Non
     assert isinstance(caught.value.__cause__, httpx.ConnectError)
     assert "sk-k" not in str(caught.value)
 
+    async with httpx.AsyncClient(transport=httpx.MockTransport(Scripted(fail(httpx.ConnectError)))) as client:
+        with pytest.raises(UnreachableError) as caught:
+            await send_with_retries(client, lambda: client.build_request("GET", "http://me:pw@up.test/v1"), FAST)
+    assert caught.value.url == "http://up.test/v1" and "pw" not in str(caught.value)
+
     handler = Scripted(status(503))
     assert (await send(handler, RetryPolicy(max_retries=0))).status_code == 503 and handler.calls == 1
 
