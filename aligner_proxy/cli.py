@@ -7,7 +7,6 @@ Flags override ``ALIGNER_*`` env vars, which override the YAML ``--config``.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from pathlib import Path
 from typing import Annotated, Any
@@ -15,6 +14,7 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
+from aligner_proxy.core.files import FileFormatError, iter_jsonl, write_jsonl
 from aligner_proxy.server.settings import Settings, load_settings
 
 app = typer.Typer(
@@ -82,21 +82,17 @@ def serve(
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level=settings.log_level.lower())
 
 
-def _read_jsonl(path: Path) -> list[dict[str, Any]]:
-    rows = []
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                console.print(f"[red]error:[/red] {path}:{number}: not valid JSON ({exc.msg})")
-                raise typer.Exit(2) from None
-            if not isinstance(row, dict):
-                console.print(f"[red]error:[/red] {path}:{number}: expected a JSON object")
-                raise typer.Exit(2)
-            rows.append(row)
+def _read_jsonl(path: Path) -> list[tuple[int, dict[str, Any]]]:
+    """The rows of a JSONL file with their line numbers; a bad line ends the command naming it."""
+    try:
+        rows = list(iter_jsonl(path))
+    except FileFormatError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+    for number, row in rows:
+        if not isinstance(row, dict):
+            console.print(f"[red]error:[/red] {path}:{number}: expected a JSON object")
+            raise typer.Exit(2)
     return rows
 
 
@@ -267,14 +263,13 @@ def score(
     from aligner_proxy.core.loading import load_cost_scorer
 
     rows = _read_jsonl(input_path)
-    prompts = [_field(r, prompt_field, input_path, i) for i, r in enumerate(rows, 1)]
-    completions = [_field(r, completion_field, input_path, i) for i, r in enumerate(rows, 1)]
+    prompts = [_field(r, prompt_field, input_path, n) for n, r in rows]
+    completions = [_field(r, completion_field, input_path, n) for n, r in rows]
     settings = _settings(config, scorer=scorer)
     cost_scorer = load_cost_scorer(settings.scorer, cache_dir=settings.cache_dir)
     costs = cost_scorer.score(prompts, completions)
-    with output_path.open("w", encoding="utf-8") as out:
-        for row, cost in zip(rows, costs, strict=True):
-            out.write(json.dumps({**row, "cost": cost, "scorer": cost_scorer.model_id}, ensure_ascii=False) + "\n")
+    scored = ({**row, "cost": cost, "scorer": cost_scorer.model_id} for (_, row), cost in zip(rows, costs, strict=True))
+    write_jsonl(output_path, scored)
     console.print(f"scored {len(rows)} rows with {cost_scorer.model_id}")
 
 

@@ -1,26 +1,21 @@
 """A small async client for OpenAI-compatible chat endpoints: the proxy, an upstream, a judge.
 
 One ``httpx.AsyncClient`` per endpoint, with explicit timeouts and a
-connection limit equal to the harness's concurrency. Connection errors, 429
-and 5xx are retried with exponential backoff; anything else becomes a
+connection limit equal to the harness's concurrency. Requests are retried under
+:mod:`aligner_proxy.core.http`'s rule; any failure left becomes a
 :class:`~evals.errors.TargetError` carrying the server's error message.
 """
 
 from __future__ import annotations
 
-import asyncio
-import logging
 import os
 import time
 from typing import Any
 
 import httpx
 
+from aligner_proxy.core.http import RetryPolicy, SendError, send_with_retries
 from evals.errors import TargetError
-
-logger = logging.getLogger(__name__)
-
-_RETRY_STATUS = {408, 409, 429, 500, 502, 503, 504}
 
 
 def api_key_from_env(name: str | None) -> str | None:
@@ -43,10 +38,11 @@ class ChatEndpoint:
         api_key: str | None = None,
         timeout_s: float = 600.0,
         retries: int = 2,
+        retry_deadline_s: float = 120.0,
         concurrency: int = 8,
     ) -> None:
         self.base_url = base_url.rstrip("/")
-        self.retries = retries
+        self.retry = RetryPolicy(max_retries=retries, backoff_s=1.0, max_backoff_s=30.0, deadline_s=retry_deadline_s)
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._client = httpx.AsyncClient(
             base_url=self.base_url,
@@ -67,28 +63,21 @@ class ChatEndpoint:
 
     async def _request(self, method: str, path: str, body: Any = None) -> dict[str, Any]:
         url = self.base_url + path
-        for attempt in range(self.retries + 1):
-            last = attempt == self.retries
-            try:
-                response = await self._client.request(method, path, json=body)
-            except httpx.HTTPError as exc:
-                if last:
-                    raise TargetError(f"{url}: {type(exc).__name__}: {exc}") from None
-                logger.warning("%s: %s, retrying", url, type(exc).__name__)
-            else:
-                if response.status_code < 400:
-                    try:
-                        data = response.json()
-                    except ValueError:
-                        raise TargetError(f"{url}: answered non-JSON ({response.text[:200]!r})") from None
-                    if not isinstance(data, dict):
-                        raise TargetError(f"{url}: answered {type(data).__name__}, not a JSON object")
-                    return data
-                if response.status_code not in _RETRY_STATUS or last:
-                    raise TargetError(f"{url}: HTTP {response.status_code}: {_error_message(response)}")
-                logger.warning("%s: HTTP %d, retrying", url, response.status_code)
-            await asyncio.sleep(min(2.0**attempt, 30.0))
-        raise AssertionError("unreachable")
+        try:
+            response = await send_with_retries(
+                self._client, lambda: self._client.build_request(method, path, json=body), self.retry
+            )
+        except SendError as exc:
+            raise TargetError(f"{url}: {type(exc.__cause__).__name__}: {exc.__cause__}") from None
+        if response.status_code >= 400:
+            raise TargetError(f"{url}: HTTP {response.status_code}: {_error_message(response)}")
+        try:
+            data = response.json()
+        except ValueError:
+            raise TargetError(f"{url}: answered non-JSON ({response.text[:200]!r})") from None
+        if not isinstance(data, dict):
+            raise TargetError(f"{url}: answered {type(data).__name__}, not a JSON object")
+        return data
 
     async def aclose(self) -> None:
         await self._client.aclose()

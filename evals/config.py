@@ -68,7 +68,7 @@ class GenerationConfig(_Strict):
     system_prompt: str | None = None
     concurrency: int = Field(8, ge=1, description="requests in flight per target (the proxy batches them)")
     timeout_s: float = Field(600.0, gt=0)
-    retries: int = Field(2, ge=0, description="retries on connection errors, 429 and 5xx")
+    retries: int = Field(2, ge=0, description="retries on connect errors, 429, 502, 503 and 504")
 
 
 class ProxyConfig(_Strict):

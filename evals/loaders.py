@@ -10,7 +10,6 @@ the project ships only its own small smoke sets.
 from __future__ import annotations
 
 import csv
-import gzip
 import hashlib
 import json
 from collections.abc import Callable, Iterator
@@ -19,6 +18,7 @@ from typing import IO, TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from aligner_proxy.core.files import FileFormatError, iter_jsonl, open_text
 from evals.errors import ConfigError
 from evals.registry import Registry
 
@@ -60,12 +60,14 @@ def loader(name: str) -> Callable[[Loader], Loader]:
     return wrap
 
 
-def _open_text(path: Path) -> IO[str]:
+def _prompt_file(path: Path) -> Path:
     if not path.is_file():
         raise ConfigError(f"prompt file not found: {path}")
-    if path.suffix == ".gz":
-        return gzip.open(path, "rt", encoding="utf-8")
-    return path.open(encoding="utf-8", newline="")
+    return path
+
+
+def _open_text(path: Path) -> IO[str]:
+    return open_text(_prompt_file(path))
 
 
 def infer_format(path: str) -> str:
@@ -79,18 +81,12 @@ def infer_format(path: str) -> str:
 
 @loader("jsonl")
 def read_jsonl(spec: TaskSpec) -> Rows:
-    rows: Rows = []
-    path = Path(spec.path)
-    with _open_text(path) as handle:
-        for number, line in enumerate(handle, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise ConfigError(f"{path}:{number}: not valid JSON ({exc.msg})") from None
-            rows.append(row if isinstance(row, dict) else {"prompt": row})
-    return rows
+    try:
+        return [
+            row if isinstance(row, dict) else {"prompt": row} for _, row in iter_jsonl(_prompt_file(Path(spec.path)))
+        ]
+    except FileFormatError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 @loader("json")

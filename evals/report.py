@@ -14,6 +14,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from aligner_proxy.core.files import write_jsonl
 from evals.overlap import OverlapReport
 from evals.stats import MetricResult
 
@@ -213,9 +214,7 @@ def write_report(
     out_dir.mkdir(parents=True, exist_ok=True)
     files: dict[str, Path] = {"json": out_dir / "results.json", "samples": out_dir / "samples.jsonl"}
     files["json"].write_text(report.model_dump_json(indent=2) + "\n", encoding="utf-8")
-    with files["samples"].open("w", encoding="utf-8") as handle:
-        for row in rows:
-            handle.write(row.model_dump_json() + "\n")
+    write_jsonl(files["samples"], rows)
     drawn: list[Path] = []
     if plots:
         from evals.plots import draw_plots

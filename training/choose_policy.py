@@ -35,6 +35,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from aligner_proxy.core.files import read_jsonl_models
 from aligner_proxy.core.refusal import is_refusal
 from training.data.records import SafetyLabel
 
@@ -109,11 +110,7 @@ def run(config: ChoosePolicyConfig) -> dict[str, Any]:
     from aligner_proxy.core.policy import PolicyConfig
     from aligner_proxy.core.scorer import default_threshold, score_batched
 
-    labels = [
-        SafetyLabel.model_validate_json(line)
-        for line in Path(config.validation_file).read_text(encoding="utf-8").splitlines()
-        if line.strip()
-    ]
+    labels = read_jsonl_models(config.validation_file, SafetyLabel)
     core = CoreConfig(
         scorer=config.scorer,
         corrector_model=config.corrector_model,

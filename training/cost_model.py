@@ -46,6 +46,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from aligner_proxy.core.backends.classifier import fit_scoring_text
+from aligner_proxy.core.files import read_jsonl_models
 from aligner_proxy.core.models import DEFAULT_CACHE_DIR
 from aligner_proxy.core.scorer import CostScorer
 from training.data.records import PreferencePair, SafetyLabel
@@ -126,12 +127,6 @@ class CostItem:
     source: str = ""
 
 
-def read_jsonl(path: str | Path, record: type[Any]) -> list[Any]:
-    """Validate every line of a JSONL file as ``record`` (a pydantic model)."""
-    with Path(path).open(encoding="utf-8") as fh:
-        return [record.model_validate_json(line) for line in fh if line.strip()]
-
-
 def _sign(is_safe: bool | None) -> int:
     return 0 if is_safe is None else (-1 if is_safe else 1)
 
@@ -149,8 +144,8 @@ def build_items(labels: Sequence[SafetyLabel], pairs: Sequence[PreferencePair]) 
 
 
 def _load_split(labels_file: str, pairs_file: str | None, cap: int | None, seed: int) -> tuple[list[Any], list[Any]]:
-    labels = read_jsonl(labels_file, SafetyLabel)
-    pairs = read_jsonl(pairs_file, PreferencePair) if pairs_file else []
+    labels = read_jsonl_models(labels_file, SafetyLabel)
+    pairs = read_jsonl_models(pairs_file, PreferencePair) if pairs_file else []
     pairs = [p for p in pairs if p.safer is not None]
     if cap is not None:
         rng = random.Random(seed)

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from aligner_proxy.core.corrector import CorrectionInput, Corrector
+from aligner_proxy.core.files import read_jsonl_models
 from aligner_proxy.core.generation import GenerationParams
 from aligner_proxy.core.refusal import is_refusal
 from training.data.records import CorrectionTriple
@@ -57,8 +58,7 @@ class EvalCorrectorConfig:
 
 
 def load_items(config: EvalCorrectorConfig) -> tuple[list[CorrectionTriple], list[CorrectionTriple]]:
-    lines = Path(config.validation_file).read_text(encoding="utf-8").splitlines()
-    triples = [CorrectionTriple.model_validate_json(line) for line in lines if line.strip()]
+    triples = read_jsonl_models(config.validation_file, CorrectionTriple)
     rng = random.Random(config.seed)
     upstream = [t for t in triples if t.kind == "upstream"]
     human = [t for t in triples if t.kind == "unsafe_to_safe"]

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from aligner_proxy.core.backends.classifier import fit_scoring_text
+from aligner_proxy.core.files import read_jsonl_models
 from aligner_proxy.core.models import DEFAULT_CACHE_DIR
 from training.data.records import PreferencePair
 
@@ -98,8 +99,7 @@ def tokenize_pairs(tokenizer: Any, pairs: Sequence[tuple[str, str, str]], max_le
 
 
 def _load(path: str, preference: str, cap: int | None, seed: int) -> tuple[list[tuple[str, str, str]], Counter[str]]:
-    with Path(path).open(encoding="utf-8") as fh:
-        records = [PreferencePair.model_validate_json(line) for line in fh if line.strip()]
+    records = read_jsonl_models(path, PreferencePair)
     random.Random(seed).shuffle(records)
     records = [r for r in records if preference == "chosen" or r.safer is not None][:cap]
     return oriented_pairs(records, preference), Counter(r.source for r in records)

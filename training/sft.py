@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from aligner_proxy.core.corrector import CorrectionInput, Corrector
+from aligner_proxy.core.files import read_jsonl_models
 from aligner_proxy.core.generation import Generation, GenerationParams
 from aligner_proxy.core.models import DEFAULT_CACHE_DIR
 from aligner_proxy.core.prompt import PromptRenderError
@@ -151,11 +152,6 @@ class TokenizerPromptBudget:
 # --------------------------------------------------------------------------- data
 
 
-def read_triples(path: str | Path) -> list[CorrectionTriple]:
-    with Path(path).open(encoding="utf-8") as fh:
-        return [CorrectionTriple.model_validate_json(line) for line in fh if line.strip()]
-
-
 def to_rows(triples: Sequence[CorrectionTriple], corrector: Corrector) -> list[dict[str, str]]:
     """TRL prompt-completion rows: the proxy's exact Aligner prompt, then ``" " + correction`` (EOS added by TRL).
 
@@ -265,10 +261,10 @@ def build_trainer(config: CorrectorSFTConfig) -> tuple[Any, Curriculum]:
         max_question_tokens=config.max_question_tokens,
         max_answer_tokens=config.max_answer_tokens,
     )
-    curriculum = build_curriculum(config, read_triples(config.train_file), corrector)
+    curriculum = build_curriculum(config, read_jsonl_models(config.train_file, CorrectionTriple), corrector)
     eval_rows = None
     if config.validation_file:
-        validation = read_triples(config.validation_file)
+        validation = read_jsonl_models(config.validation_file, CorrectionTriple)
         validation = random.Random(config.seed).sample(validation, len(validation))[: config.max_eval_items]
         eval_rows = to_rows(validation, corrector) or None
 

@@ -59,8 +59,10 @@ def _eval_tables(eval_file: str | None) -> dict[str, dict[str, Any]]:
 
 
 def ship(config: ShipCorrectorConfig) -> Path:
+    from aligner_proxy.core.files import read_jsonl_models
     from training.cards import TrainingCost, write_model_card
-    from training.sft import CorrectorSFTConfig, _cast_adapter, build_curriculum, read_triples
+    from training.data.records import CorrectionTriple
+    from training.sft import CorrectorSFTConfig, _cast_adapter, build_curriculum
     from training.trainers import parse_config
 
     run = parse_config(CorrectorSFTConfig, ["--config", config.run_config])
@@ -91,7 +93,7 @@ def ship(config: ShipCorrectorConfig) -> Path:
         max_question_tokens=run.max_question_tokens,
         max_answer_tokens=run.max_answer_tokens,
     )
-    curriculum = build_curriculum(run, read_triples(run.train_file), corrector)
+    curriculum = build_curriculum(run, read_jsonl_models(run.train_file, CorrectionTriple), corrector)
     seen = steps * run.per_device_train_batch_size
     wall = float(state.get("train_runtime", 0.0)) or config.wall_seconds
     metrics: dict[str, dict[str, Any]] = {

@@ -22,14 +22,14 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import random
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import httpx
 
 from aligner_proxy.core.backends import BackendConnectionError, BackendResponseError
 from aligner_proxy.core.corrector import CorrectionInput
+from aligner_proxy.core.http import RetryPolicy, SendError, send_with_retries
 from aligner_proxy.core.policy import AlignmentPipeline, Outcome, PolicyConfig
 
 if TYPE_CHECKING:
@@ -40,8 +40,6 @@ logger = logging.getLogger(__name__)
 
 MAX_ITEMS_PER_REQUEST = 64
 """The proxy's ``CorrectRequest`` limit."""
-
-_RETRYABLE_STATUS = frozenset({408, 429, 500, 502, 503, 504})
 
 
 @runtime_checkable
@@ -84,8 +82,8 @@ class ProxyBackend:
     """A running aligner-proxy's ``/v1/aligner/correct`` as a batch backend.
 
     ``base_url`` ends with ``/v1`` as in the OpenAI SDK. Items are sent in
-    requests of at most :data:`MAX_ITEMS_PER_REQUEST`; connect errors, 429 and
-    5xx are retried with exponential backoff. The server picks the corrector,
+    requests of at most :data:`MAX_ITEMS_PER_REQUEST`, retried under
+    :mod:`aligner_proxy.core.http`'s rule. The server picks the corrector,
     the scorer and the decoding (greedy by default); their ids are read from
     each response. Token counts per item are the response's total shared out
     evenly: good for a tokens/s figure, not for per-row accounting.
@@ -101,6 +99,7 @@ class ProxyBackend:
         connect_timeout_s: float = 5.0,
         max_retries: int = 2,
         backoff_s: float = 0.5,
+        retry_deadline_s: float = 120.0,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
@@ -112,8 +111,7 @@ class ProxyBackend:
             transport=transport,
         )
         self._semaphore = asyncio.Semaphore(concurrency)
-        self.max_retries = max_retries
-        self.backoff_s = backoff_s
+        self.retry = RetryPolicy(max_retries=max_retries, backoff_s=backoff_s, deadline_s=retry_deadline_s)
         self._corrector_id = "unknown"
         self._scorer_id = "unknown"
 
@@ -142,7 +140,12 @@ class ProxyBackend:
             "threshold": config.threshold,
         }
         async with self._semaphore:
-            response = await self._send(body)
+            try:
+                response = await send_with_retries(
+                    self._client, lambda: self._client.build_request("POST", "aligner/correct", json=body), self.retry
+                )
+            except SendError as exc:
+                raise BackendConnectionError(str(exc)) from exc
         if response.status_code != 200:
             raise BackendResponseError(
                 f"proxy answered {response.status_code}: {_error_message(response)}", status_code=response.status_code
@@ -171,27 +174,6 @@ class ProxyBackend:
                 items, parsed.items, prompt_share, share, strict=True
             )
         ]
-
-    async def _send(self, body: dict[str, Any]) -> httpx.Response:
-        url = str(self._client.base_url.join("aligner/correct"))
-        for attempt in range(self.max_retries + 1):
-            last = attempt == self.max_retries
-            try:
-                response = await self._client.post("aligner/correct", json=body)
-            except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
-                if last:
-                    raise BackendConnectionError(f"cannot reach {url}: {exc!r}") from exc
-                logger.warning("%s unreachable (%r); retry %d/%d", url, exc, attempt + 1, self.max_retries)
-            except httpx.TimeoutException as exc:
-                raise BackendConnectionError(f"{url} timed out: {exc!r}") from exc
-            except httpx.TransportError as exc:
-                raise BackendConnectionError(f"request to {url} failed: {exc!r}") from exc
-            else:
-                if response.status_code not in _RETRYABLE_STATUS or last:
-                    return response
-                logger.warning("%s answered %d; retry %d/%d", url, response.status_code, attempt + 1, self.max_retries)
-            await asyncio.sleep(self.backoff_s * 2**attempt * (1 + random.random() / 4))
-        raise AssertionError("unreachable")
 
     async def aclose(self) -> None:
         await self._client.aclose()

@@ -151,7 +151,10 @@ class Settings(BaseSettings):
     retry_after_s: int = Field(1, ge=0, description="the Retry-After of a 429 from the admission limit")
     upstream_timeout_s: float = Field(300.0, gt=0)
     upstream_connect_timeout_s: float = Field(5.0, gt=0)
-    upstream_retries: int = Field(2, ge=0)
+    upstream_retries: int = Field(2, ge=0, description="retries under aligner_proxy.core.http's rule")
+    upstream_retry_deadline_s: float = Field(
+        30.0, gt=0, description="time for all attempts and waits together, Retry-After included"
+    )
     alignment_timeout_s: float = Field(
         _CORE.alignment_timeout_s, gt=0, description="limit for scoring + correcting one answer"
     )

@@ -2,7 +2,8 @@
 
 Two kinds share one interface: :class:`OpenAIUpstream` forwards to any
 OpenAI-compatible server over one pooled ``httpx.AsyncClient`` (opened in the
-app's lifespan, explicit timeouts, retries on connect errors and 5xx), and
+app's lifespan, explicit timeouts, retried under :mod:`aligner_proxy.core.http`'s
+rule), and
 :class:`EmbeddedUpstream` answers with an in-process :class:`ChatGenerator`
 (the default: SmolLM2-135M-Instruct). Streams yield :class:`StreamEvent`\\ s that
 keep the upstream's raw JSON so a pass-through stream is byte-faithful.
@@ -10,9 +11,7 @@ keep the upstream's raw JSON so a pass-through stream is byte-faithful.
 
 from __future__ import annotations
 
-import asyncio
 import json
-import logging
 import time
 import uuid
 from collections.abc import AsyncGenerator
@@ -23,6 +22,14 @@ import httpx
 from pydantic import BaseModel, ValidationError
 
 from aligner_proxy.core.generation import ChatGenerator, GenerationParams
+from aligner_proxy.core.http import (
+    ExchangeTimeoutError,
+    RetryPolicy,
+    SendError,
+    UnreachableError,
+    send_with_retries,
+    stream_with_retries,
+)
 from aligner_proxy.server.errors import UpstreamError, UpstreamTimeoutError, UpstreamUnavailableError
 from aligner_proxy.server.protocol import (
     ChatChoice,
@@ -38,8 +45,6 @@ from aligner_proxy.server.protocol import (
     ResponseMessage,
     Usage,
 )
-
-logger = logging.getLogger(__name__)
 
 ChunkT = TypeVar("ChunkT", ChatCompletionChunk, CompletionChunk)
 ModelT = TypeVar("ModelT", bound=BaseModel)
@@ -85,11 +90,12 @@ class OpenAIUpstream:
         timeout_s: float = 300.0,
         connect_timeout_s: float = 5.0,
         retries: int = 2,
+        retry_deadline_s: float = 30.0,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self.base_url = base_url.rstrip("/")
-        self.retries = retries
+        self.retry = RetryPolicy(max_retries=retries, backoff_s=0.2, max_backoff_s=2.0, deadline_s=retry_deadline_s)
         self._client = httpx.AsyncClient(
             base_url=self.base_url,
             headers=headers,
@@ -117,33 +123,16 @@ class OpenAIUpstream:
     async def aclose(self) -> None:
         await self._client.aclose()
 
-    async def _send(self, path: str, body: dict[str, Any], *, stream: bool) -> httpx.Response:
-        """POST with retries on connect errors and 5xx; returns a response with status < 400."""
-        last: Exception | None = None
-        for attempt in range(self.retries + 1):
-            if attempt:
-                await asyncio.sleep(min(0.2 * 2 ** (attempt - 1), 2.0))
-            try:
-                request = self._client.build_request("POST", path, json=body)
-                response = await self._client.send(request, stream=stream)
-            except httpx.TimeoutException as exc:
-                raise UpstreamTimeoutError(f"the upstream at {self.base_url} timed out") from exc
-            except httpx.TransportError as exc:
-                last = exc
-                logger.warning("upstream %s: %s (attempt %d)", self.base_url, type(exc).__name__, attempt + 1)
-                continue
-            if response.status_code >= 500 and attempt < self.retries:
-                await response.aclose()
-                logger.warning("upstream %s answered %d (attempt %d)", self.base_url, response.status_code, attempt + 1)
-                continue
-            if response.status_code >= 400:
-                await response.aread()
-                raise _upstream_error(response)
-            return response
-        raise UpstreamUnavailableError(f"the upstream at {self.base_url} is unreachable") from last
+    def _request(self, path: str, body: dict[str, Any]) -> httpx.Request:
+        return self._client.build_request("POST", path, json=body)
 
     async def _post(self, path: str, body: dict[str, Any], model_cls: type[ModelT]) -> ModelT:
-        response = await self._send(path, body, stream=False)
+        try:
+            response = await send_with_retries(self._client, lambda: self._request(path, body), self.retry)
+        except SendError as exc:
+            raise _send_error(exc, self.base_url) from exc
+        if response.status_code >= 400:
+            raise _upstream_error(response)
         try:
             return model_cls.model_validate_json(response.content)
         except ValidationError as exc:
@@ -152,24 +141,36 @@ class OpenAIUpstream:
     async def _stream(
         self, path: str, body: dict[str, Any], chunk_cls: type[ChunkT]
     ) -> AsyncGenerator[StreamEvent[ChunkT], None]:
-        response = await self._send(path, body, stream=True)
         try:
-            async for line in response.aiter_lines():
-                if not line.startswith("data:"):
-                    continue  # comments, event names, blank separators
-                payload = line[5:].strip()
-                if payload == "[DONE]":
-                    return
-                try:
-                    yield StreamEvent(payload, chunk_cls.model_validate_json(payload))
-                except ValidationError as exc:
-                    raise UpstreamError("the upstream sent a malformed stream chunk") from exc
+            async with stream_with_retries(self._client, lambda: self._request(path, body), self.retry) as response:
+                if response.status_code >= 400:
+                    await response.aread()
+                    raise _upstream_error(response)
+                async for line in response.aiter_lines():
+                    if not line.startswith("data:"):
+                        continue  # comments, event names, blank separators
+                    payload = line[5:].strip()
+                    if payload == "[DONE]":
+                        return
+                    try:
+                        yield StreamEvent(payload, chunk_cls.model_validate_json(payload))
+                    except ValidationError as exc:
+                        raise UpstreamError("the upstream sent a malformed stream chunk") from exc
+        except SendError as exc:
+            raise _send_error(exc, self.base_url) from exc
         except httpx.TimeoutException as exc:
             raise UpstreamTimeoutError(f"the upstream at {self.base_url} timed out mid-stream") from exc
         except httpx.TransportError as exc:
             raise UpstreamUnavailableError(f"the upstream at {self.base_url} dropped the stream") from exc
-        finally:
-            await response.aclose()
+
+
+def _send_error(exc: SendError, base_url: str) -> UpstreamError:
+    """No answer head from the upstream: a timeout is a 504, unreachable or a broken connection a 503."""
+    if isinstance(exc, ExchangeTimeoutError):
+        return UpstreamTimeoutError(f"the upstream at {base_url} timed out")
+    if isinstance(exc, UnreachableError):
+        return UpstreamUnavailableError(f"the upstream at {base_url} is unreachable")
+    return UpstreamUnavailableError(f"the upstream at {base_url} dropped the connection")
 
 
 def _upstream_error(response: httpx.Response) -> UpstreamError:

@@ -52,6 +52,7 @@ def build_upstream(settings: Settings, route: RouteSettings, loader: ModelLoader
         timeout_s=settings.upstream_timeout_s,
         connect_timeout_s=settings.upstream_connect_timeout_s,
         retries=settings.upstream_retries,
+        retry_deadline_s=settings.upstream_retry_deadline_s,
     )
 
 

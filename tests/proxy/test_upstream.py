@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncIterator
 
 import httpx
 import pytest
@@ -39,16 +40,25 @@ async def test_sends_key_and_retries_5xx_then_succeeds() -> None:
     assert json.loads(seen[0].content)["model"] == "up-model"
 
 
-async def test_5xx_after_retries_is_502_and_4xx_is_relayed_without_retry() -> None:
+async def test_5xx_after_retries_is_502_a_500_is_not_retried_and_4xx_is_relayed_without_retry() -> None:
     calls = []
+
+    def overloaded(request: httpx.Request) -> httpx.Response:
+        calls.append(1)
+        return httpx.Response(503, text="overloaded")
+
+    with pytest.raises(UpstreamError) as info:
+        await upstream(overloaded, retries=1).chat(REQUEST, "m")
+    assert info.value.status_code == 502 and len(calls) == 2
 
     def failing(request: httpx.Request) -> httpx.Response:
         calls.append(1)
         return httpx.Response(500, text="boom")
 
+    calls.clear()
     with pytest.raises(UpstreamError) as info:
         await upstream(failing, retries=1).chat(REQUEST, "m")
-    assert info.value.status_code == 502 and len(calls) == 2
+    assert info.value.status_code == 502 and len(calls) == 1  # the upstream may have generated: not sent again
 
     def bad(request: httpx.Request) -> httpx.Response:
         calls.append(1)
@@ -79,11 +89,35 @@ async def test_connect_errors_and_timeouts() -> None:
         await upstream(refuse, retries=1).chat(REQUEST, "m")
     assert "sk-secret" not in str(info.value)
 
+    calls = []
+
     def slow(request: httpx.Request) -> httpx.Response:
+        calls.append(1)
         raise httpx.ReadTimeout("slow", request=request)
 
     with pytest.raises(UpstreamTimeoutError):
         await upstream(slow).chat(REQUEST, "m")
+    assert len(calls) == 1  # the request was sent: a retry could generate twice
+
+
+async def test_stream_head_is_retried_and_a_broken_body_is_a_503() -> None:
+    calls = []
+
+    async def broken_body(request: httpx.Request) -> AsyncIterator[bytes]:
+        yield b'data: {"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "m", "choices": []}\n\n'
+        raise httpx.ReadError("reset", request=request)
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        calls.append(1)
+        if len(calls) == 1:
+            return httpx.Response(502, text="bad gateway")
+        return httpx.Response(200, content=broken_body(request), headers={"content-type": "text/event-stream"})
+
+    events = []
+    with pytest.raises(UpstreamUnavailableError, match="dropped the stream"):
+        async for event in upstream(handler).chat_stream(REQUEST, "m"):
+            events.append(event)
+    assert len(events) == 1 and len(calls) == 2
 
 
 async def test_stream_parses_data_lines_and_stops_at_done() -> None:

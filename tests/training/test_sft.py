@@ -153,11 +153,12 @@ def test_cli_reads_yaml_and_flags_override_it(tmp_path: Path) -> None:
 def test_length_grouping_keeps_each_phase_rows_and_cuts_padding(config: CorrectorSFTConfig) -> None:
     import dataclasses
 
+    from aligner_proxy.core.files import read_jsonl_models
     from tests.tiny_models import build_tokenizer
-    from training.sft import TokenizerPromptBudget, build_curriculum, read_triples
+    from training.sft import TokenizerPromptBudget, build_curriculum
 
     corrector = Corrector(TokenizerPromptBudget(build_tokenizer()), max_question_tokens=24, max_answer_tokens=32)
-    triples = read_triples(config.train_file)
+    triples = read_jsonl_models(config.train_file, CorrectionTriple)
     wide = dataclasses.replace(config, max_steps=8, identity_warmup_steps=4)
     plain = build_curriculum(wide, triples, corrector)
     grouped = build_curriculum(dataclasses.replace(wide, group_by_length=True), triples, corrector)

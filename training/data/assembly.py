@@ -13,7 +13,6 @@ reports.
 from __future__ import annotations
 
 import dataclasses
-import os
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import field
@@ -22,8 +21,8 @@ from typing import Any, TypeVar
 
 import pydantic
 import yaml
-from pydantic import BaseModel
 
+from aligner_proxy.core.files import write_jsonl
 from aligner_proxy.core.generation import GenerationParams
 from aligner_proxy.core.refusal import is_refusal
 from aligner_proxy.core.scorer import CostScorer, default_threshold, score_batched
@@ -431,19 +430,6 @@ def _count(items: Iterable[T], key: Callable[[T], tuple[str, str]]) -> dict[str,
     for (outer, inner), n in sorted(Counter(key(i) for i in items).items()):
         nested[outer][inner] = n
     return dict(nested)
-
-
-def write_jsonl(path: Path, records: Iterable[BaseModel]) -> int:
-    """Write records one JSON object a line, atomically (a temporary file renamed into place)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    count = 0
-    with tmp.open("w", encoding="utf-8") as handle:
-        for record in records:
-            handle.write(record.model_dump_json() + "\n")
-            count += 1
-    os.replace(tmp, path)
-    return count
 
 
 # ---------------------------------------------------------------- scorer corpus

@@ -45,6 +45,7 @@ from typing import Any, TypeVar
 import pydantic
 import yaml
 
+from aligner_proxy.core.files import write_jsonl
 from aligner_proxy.core.generation import GenerationParams
 from aligner_proxy.core.refusal import is_refusal
 from training.data.assembly import (
@@ -54,7 +55,6 @@ from training.data.assembly import (
     load_sources,
     same_question_pairs,
     without_eval_bucket,
-    write_jsonl,
 )
 from training.data.corpus import LICENCES
 from training.data.generation_cache import CorpusGenerator, generate_cached, generation_key, read_generation_cache

@@ -3,8 +3,9 @@
 Each public format names its columns differently and is messy in its own way
 (empty responses, labels written as ``"1"``/``1``/``True``, a category given as
 a dict of flags, truncated lines). A loader reads rows from a local file or
-directory (JSONL, JSON, CSV, any of them gzipped, or Parquet when pyarrow is
-installed), or from a Hub id through ``datasets`` for users who are online,
+directory (JSONL, JSON, CSV, any of them gzipped, Parquet when pyarrow is
+installed, a ``save_to_disk`` dataset; :mod:`aligner_proxy.core.files` reads
+them), or from a Hub id through ``datasets`` for users who are online,
 and yields :mod:`training.data.records` models. A row it cannot use is counted
 in a :class:`LoadReport` under a reason, with a few examples kept, and the load
 goes on: a corpus build should never die on row 3,117, and never lose rows
@@ -16,9 +17,6 @@ entry in :data:`LOADERS`.
 
 from __future__ import annotations
 
-import csv
-import gzip
-import io
 import json
 import logging
 import re
@@ -26,17 +24,16 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from aligner_proxy.core.files import RecordSource, RowProblem, read_jsonl_models
 from training.data.records import CorrectionTriple, PreferencePair, SafetyLabel
 
 logger = logging.getLogger(__name__)
 
 MAX_EXAMPLES_PER_REASON = 3
-_LOCAL_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
 class Instruction(BaseModel):
@@ -62,8 +59,7 @@ class SensitiveItem(BaseModel):
 
 
 def read_sensitive(path: str | Path) -> list[SensitiveItem]:
-    with Path(path).open(encoding="utf-8") as handle:
-        return [SensitiveItem.model_validate_json(line) for line in handle if line.strip()]
+    return read_jsonl_models(path, SensitiveItem)
 
 
 Record = CorrectionTriple | SafetyLabel | PreferencePair | Instruction
@@ -118,136 +114,36 @@ def _preview(row: object, limit: int = 200) -> str:
 # ---------------------------------------------------------------- reading rows
 
 
+_PROBLEM_REASONS: Mapping[RowProblem, str] = {
+    "json": "unparsable line",
+    "csv_cells": "wrong number of csv cells",
+    "csv": "unparsable csv",
+    "not_rows": "not a list of objects",
+}
+"""The report's reason for each row :class:`~aligner_proxy.core.files.RecordSource` could not read."""
+
+
 def read_rows(
     source: str | Path, report: LoadReport, *, split: str = "train", **hub_kwargs: Any
 ) -> Iterator[dict[str, Any]]:
     """Yield the rows of ``source`` as dicts, counting unreadable ones in ``report``.
 
-    ``source`` is a file, a directory (every supported file inside, in name
-    order), or, when no such path exists, a Hub dataset id loaded with
-    ``datasets.load_dataset(source, split=split, **hub_kwargs)``. A path that
-    looks like a path but does not exist raises ``FileNotFoundError``: that is
-    a configuration error, not a bad row."""
-    path = Path(source).expanduser()
-    if path.is_dir():
-        files = sorted(p for p in path.rglob("*") if p.is_file() and _data_suffix(p) is not None)
-        if not files:
-            raise FileNotFoundError(f"no data files ({', '.join(_LOCAL_SUFFIXES)}, optionally .gz) in {path}")
-        for file in files:
-            yield from _read_file(file, report)
-    elif path.is_file():
-        yield from _read_file(path, report)
-    elif isinstance(source, str) and _HUB_ID.match(source) and not source.startswith("."):
-        yield from _read_hub(source, report, split=split, **hub_kwargs)
-    else:
-        raise FileNotFoundError(f"no such data file or directory: {source}")
-
-
-def _data_suffix(path: Path) -> str | None:
-    name = path.name.lower()
-    name = name.removesuffix(".gz")
-    return next((s for s in _LOCAL_SUFFIXES if name.endswith(s)), None)
-
-
-def _open_text(path: Path) -> IO[str]:
-    if path.name.lower().endswith(".gz"):
-        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8-sig", errors="replace", newline="")
-    # utf-8-sig: spreadsheet exports start with a BOM that would otherwise glue onto the first column name.
-    return path.open("r", encoding="utf-8-sig", errors="replace", newline="")
-
-
-def _read_file(path: Path, report: LoadReport) -> Iterator[dict[str, Any]]:
-    suffix = _data_suffix(path)
-    if suffix == ".jsonl":
-        yield from _read_jsonl(path, report)
-    elif suffix == ".json":
-        yield from _read_json(path, report)
-    elif suffix == ".csv":
-        yield from _read_csv(path, report)
-    elif suffix == ".parquet":
-        yield from _read_parquet(path, report)
-    else:
-        raise ValueError(f"unsupported data file type: {path}")
-
-
-def _read_jsonl(path: Path, report: LoadReport) -> Iterator[dict[str, Any]]:
-    with _open_text(path) as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError:
-                report.rows += 1
-                report.add_bad("unparsable line", f"{path.name}:{number}: {line.strip()}")
-                continue
-            yield from _as_rows([row], report, f"{path.name}:{number}")
-
-
-def _read_json(path: Path, report: LoadReport) -> Iterator[dict[str, Any]]:
-    with _open_text(path) as handle:
-        text = handle.read()
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError:
-        # Some ".json" files are really JSON lines.
-        logger.info("%s is not one JSON document; reading it as JSON lines", path)
-        yield from _read_jsonl(path, report)
-        return
-    if isinstance(data, dict):
-        # {"data": [...]} / {"train": [...]} holds the rows; any other object is one row.
-        only = next(iter(data.values())) if len(data) == 1 else None
-        data = only if isinstance(only, list) else [data]
-    if not isinstance(data, list):
-        report.rows += 1
-        report.add_bad("not a list of objects", f"{path.name}: {text[:200]}")
-        return
-    yield from _as_rows(data, report, path.name)
-
-
-def _as_rows(items: list[Any], report: LoadReport, where: str) -> Iterator[dict[str, Any]]:
-    for item in items:
-        if isinstance(item, dict):
-            yield item
+    ``source`` is anything :class:`~aligner_proxy.core.files.RecordSource`
+    reads: a file, a directory (every supported file inside, in name order, or
+    a ``save_to_disk`` dataset), or, when no such path exists, a Hub dataset id
+    loaded with ``datasets.load_dataset(source, split=split, **hub_kwargs)``.
+    A path that looks like a path but does not exist raises
+    ``FileNotFoundError``: that is a configuration error, not a bad row."""
+    for row in RecordSource(source, split=split, **hub_kwargs):
+        if row.problem is not None:
+            report.rows += 1
+            detail = row.where if row.problem == "csv_cells" else f"{row.where}: {(row.raw or '').strip()}"
+            report.add_bad(_PROBLEM_REASONS[row.problem], detail)
+        elif isinstance(row.data, dict):
+            yield row.data
         else:
             report.rows += 1
-            report.add_bad("row is not an object", f"{where}: {_preview(item)}")
-
-
-def _read_csv(path: Path, report: LoadReport) -> Iterator[dict[str, Any]]:
-    csv.field_size_limit(1 << 30)  # Do-Not-Answer responses exceed the 128 KiB default in places
-    with _open_text(path) as handle:
-        reader = csv.DictReader(handle)
-        try:
-            for row in reader:
-                # DictReader files surplus cells under None and fills missing ones with None.
-                if None in row or any(v is None for v in row.values()):
-                    report.rows += 1
-                    report.add_bad("wrong number of csv cells", f"{path.name}:{reader.line_num}")
-                    continue
-                yield row
-        except csv.Error as error:
-            report.rows += 1
-            report.add_bad("unparsable csv", f"{path.name}:{reader.line_num}: {error}")
-
-
-def _read_parquet(path: Path, report: LoadReport) -> Iterator[dict[str, Any]]:
-    try:
-        import pyarrow.parquet as pq
-    except ImportError as error:
-        raise RuntimeError(f"reading {path} needs pyarrow: pip install pyarrow") from error
-    for batch in pq.ParquetFile(path).iter_batches():
-        yield from batch.to_pylist()
-
-
-def _read_hub(source: str, report: LoadReport, *, split: str, **kwargs: Any) -> Iterator[dict[str, Any]]:
-    try:
-        import datasets
-    except ImportError as error:
-        raise RuntimeError(f"{source!r} is not a local path; loading it from the Hub needs `datasets`") from error
-    logger.info("loading %s (split %s) from the Hugging Face Hub", source, split)
-    for row in datasets.load_dataset(source, split=split, **kwargs):
-        yield dict(row)
+            report.add_bad("row is not an object", f"{row.where}: {_preview(row.data)}")
 
 
 # ---------------------------------------------------------------- field helpers

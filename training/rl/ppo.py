@@ -43,6 +43,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from aligner_proxy.core.files import write_jsonl
 from aligner_proxy.core.models import DEFAULT_CACHE_DIR
 from training.rl.advantages import Kind, RolloutBatch, gae
 from training.rl.combiners import MultiObjectiveConfig, PPOHyper, build_combiner
@@ -447,11 +448,9 @@ def run_demo(config: PPOConfig, prompts: tuple[list[Prompt], list[Prompt]] | Non
         "config": asdict(config),
     }
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    (out / "history.jsonl").write_text("".join(json.dumps(r) + "\n" for r in history))
-    with (out / "samples.jsonl").open("w", encoding="utf-8") as fh:
-        for stage, rows in (("before", before_samples), ("after", after_samples)):
-            for r in rows:
-                fh.write(json.dumps({"stage": stage, **r}) + "\n")
+    write_jsonl(out / "history.jsonl", history)
+    stages = (("before", before_samples), ("after", after_samples))
+    write_jsonl(out / "samples.jsonl", ({"stage": stage, **r} for stage, rows in stages for r in rows))
     keys = [o.name for o in objectives] + [f"{o.name}_rate" for o in objectives if o.kind == "cost"]
     keys += [*sorted({k for row in history for k in row if k.startswith(("lambda/", "nu/"))}), "kl"]
     plot_curves(

@@ -51,6 +51,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from aligner_proxy.core.files import read_jsonl_models, write_jsonl
 from aligner_proxy.core.models import DEFAULT_CACHE_DIR
 from training.data.records import CorrectionTriple, PreferencePair
 
@@ -120,8 +121,7 @@ def train_seq2seq_rm(config: Seq2SeqRMConfig) -> Path:
 
     out = Path(config.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    with Path(config.pairs_file).open(encoding="utf-8") as fh:
-        pairs = [PreferencePair.model_validate_json(line) for line in fh if line.strip()]
+    pairs = read_jsonl_models(config.pairs_file, PreferencePair)
     random.Random(config.seed).shuffle(pairs)
     triples = build_rm_triples(
         pairs[: config.max_pairs],
@@ -130,7 +130,7 @@ def train_seq2seq_rm(config: Seq2SeqRMConfig) -> Path:
         seed=config.seed,
     )
     triples_file = out / "triples.jsonl"
-    triples_file.write_text("".join(t.model_dump_json() + "\n" for t in triples), encoding="utf-8")
+    write_jsonl(triples_file, triples)
     logger.info("seq2seq RM: %d triples (%d identity)", len(triples), sum(t.kind == "identity" for t in triples))
     sft = CorrectorSFTConfig(
         model=config.model,

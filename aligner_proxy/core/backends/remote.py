@@ -4,8 +4,8 @@ Use it to run the corrector (or a raw-text upstream) out of process, e.g. an
 Aligner served by ``vllm serve aligner/aligner-7b-v1.0``. Each prompt is one
 request, issued concurrently under a semaphore: list prompts are not accepted
 by every server, and per-prompt requests keep errors and usage per prompt.
-Connect errors, 429 and 5xx answers are retried with exponential backoff; any
-other failure raises a :class:`~aligner_proxy.core.backends.BackendError` subclass.
+Requests are retried under :mod:`aligner_proxy.core.http`'s rule; any failure
+left raises a :class:`~aligner_proxy.core.backends.BackendError` subclass.
 
 Token accounting without a local tokenizer is an estimate of 4 characters per
 token (OpenAI's rule of thumb for English); pass ``tokenizer=`` (a local path
@@ -16,9 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import math
-import random
 from collections.abc import AsyncGenerator, Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -27,11 +25,9 @@ import httpx
 
 from aligner_proxy.core.backends import BackendConnectionError, BackendResponseError
 from aligner_proxy.core.generation import FinishReason, Generation, GenerationParams
-
-logger = logging.getLogger(__name__)
+from aligner_proxy.core.http import RetryPolicy, SendError, send_with_retries, stream_with_retries
 
 CHARS_PER_TOKEN = 4
-_RETRYABLE_STATUS = frozenset({408, 429, 500, 502, 503, 504})
 
 
 class RemoteCompletionsGenerator:
@@ -53,6 +49,7 @@ class RemoteCompletionsGenerator:
         max_concurrency: int = 16,
         max_retries: int = 2,
         backoff_s: float = 0.5,
+        retry_deadline_s: float = 30.0,
         tokenizer: str | Path | None = None,
         extra_body: Mapping[str, Any] | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
@@ -67,8 +64,7 @@ class RemoteCompletionsGenerator:
         )
         self._model = model
         self._semaphore = asyncio.Semaphore(max_concurrency)
-        self.max_retries = max_retries
-        self.backoff_s = backoff_s
+        self.retry = RetryPolicy(max_retries=max_retries, backoff_s=backoff_s, deadline_s=retry_deadline_s)
         self._extra_body = dict(extra_body or {})
         self._tokenizer_spec = tokenizer
         self._tokenizer: Any = None
@@ -88,7 +84,10 @@ class RemoteCompletionsGenerator:
     async def _complete(self, prompt: str, params: GenerationParams) -> Generation:
         body = self._body(prompt, params, stream=False)
         async with self._semaphore:
-            response = await self._send(lambda: self._client.post("completions", json=body))
+            try:
+                response = await send_with_retries(self._client, lambda: self._request(body), self.retry)
+            except SendError as error:
+                raise BackendConnectionError(str(error)) from error
         if response.status_code != 200:
             raise _response_error(response.status_code, response.text)
         try:
@@ -109,26 +108,24 @@ class RemoteCompletionsGenerator:
         """Yield text deltas from the server's SSE stream until ``data: [DONE]``."""
         body = self._body(prompt, params, stream=True)
         async with self._semaphore:
-            response = await self._send(
-                lambda: self._client.send(self._client.build_request("POST", "completions", json=body), stream=True)
-            )
             try:
-                if response.status_code != 200:
-                    await response.aread()
-                    raise _response_error(response.status_code, response.text)
-                async for line in response.aiter_lines():
-                    if not line.startswith("data:"):
-                        continue  # blank separators, comments, `event:` lines
-                    data = line[len("data:") :].strip()
-                    if data == "[DONE]":
-                        return
-                    delta = _stream_delta(data)
-                    if delta:
-                        yield delta
+                async with stream_with_retries(self._client, lambda: self._request(body), self.retry) as response:
+                    if response.status_code != 200:
+                        await response.aread()
+                        raise _response_error(response.status_code, response.text)
+                    async for line in response.aiter_lines():
+                        if not line.startswith("data:"):
+                            continue  # blank separators, comments, `event:` lines
+                        data = line[len("data:") :].strip()
+                        if data == "[DONE]":
+                            return
+                        delta = _stream_delta(data)
+                        if delta:
+                            yield delta
+            except SendError as error:
+                raise BackendConnectionError(str(error)) from error
             except httpx.TransportError as error:
                 raise BackendConnectionError(f"stream from {self._url} broke: {error!r}") from error
-            finally:
-                await response.aclose()
 
     def _body(self, prompt: str, params: GenerationParams, *, stream: bool) -> dict[str, Any]:
         body: dict[str, Any] = {
@@ -148,30 +145,8 @@ class RemoteCompletionsGenerator:
             body["repetition_penalty"] = params.repetition_penalty  # a vLLM extension of the completions API
         return body
 
-    async def _send(self, request: Any) -> httpx.Response:
-        """Run ``request()`` with retries on connect errors, timeouts before a reply, 429 and 5xx."""
-        for attempt in range(self.max_retries + 1):
-            last = attempt == self.max_retries
-            try:
-                response: httpx.Response = await request()
-            except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as error:
-                if last:
-                    raise BackendConnectionError(f"cannot reach {self._url}: {error!r}") from error
-                logger.warning("%s unreachable (%r); retry %d/%d", self._url, error, attempt + 1, self.max_retries)
-            except httpx.TimeoutException as error:
-                raise BackendConnectionError(f"{self._url} timed out: {error!r}") from error
-            except httpx.TransportError as error:
-                raise BackendConnectionError(f"request to {self._url} failed: {error!r}") from error
-            else:
-                if response.status_code not in _RETRYABLE_STATUS or last:
-                    return response
-                await response.aread()
-                await response.aclose()
-                logger.warning(
-                    "%s answered %d; retry %d/%d", self._url, response.status_code, attempt + 1, self.max_retries
-                )
-            await asyncio.sleep(self.backoff_s * 2**attempt * (1 + random.random() / 4))
-        raise AssertionError("unreachable")
+    def _request(self, body: dict[str, Any]) -> httpx.Request:
+        return self._client.build_request("POST", "completions", json=body)
 
     @property
     def _url(self) -> str:

@@ -107,11 +107,34 @@ async def test_5xx_after_the_last_retry_is_a_response_error() -> None:
     async def handler(request: httpx.Request) -> httpx.Response:
         nonlocal calls
         calls += 1
+        return httpx.Response(503, json={"error": {"message": "boom"}})
+
+    with pytest.raises(BackendResponseError, match="503: boom") as caught:
+        await _client(handler, max_retries=1).generate(["p"], GenerationParams())
+    assert caught.value.status_code == 503 and calls == 2
+
+
+async def test_500_and_read_errors_are_not_retried() -> None:
+    calls = 0
+
+    async def failing(request: httpx.Request) -> httpx.Response:
+        nonlocal calls
+        calls += 1
         return httpx.Response(500, json={"error": {"message": "boom"}})
 
     with pytest.raises(BackendResponseError, match="500: boom") as caught:
-        await _client(handler, max_retries=1).generate(["p"], GenerationParams())
-    assert caught.value.status_code == 500 and calls == 2
+        await _client(failing, max_retries=2).generate(["p"], GenerationParams())
+    assert caught.value.status_code == 500 and calls == 1  # the server may have generated: not asked twice
+
+    async def reset(request: httpx.Request) -> httpx.Response:
+        nonlocal calls
+        calls += 1
+        raise httpx.ReadError("connection reset", request=request)
+
+    calls = 0
+    with pytest.raises(BackendConnectionError, match="failed"):
+        await _client(reset, max_retries=2).generate(["p"], GenerationParams())
+    assert calls == 1
 
 
 async def test_4xx_is_not_retried() -> None:

@@ -1,0 +1,200 @@
+"""Outbound HTTP with one retry rule, shared by every client this project runs.
+
+The proxy's upstream, the remote corrector, the batch tool's proxy backend and
+the evals' chat client all send through :func:`send_with_retries` (or its
+streaming form :func:`stream_with_retries`), so a request is retried in the
+same cases whichever of them sends it:
+
+- **Retried**: a connect error, where the request was never sent
+  (``httpx.ConnectError``, ``ConnectTimeout``, ``PoolTimeout``), and the answers
+  HTTP 429, 502, 503 and 504, which say "not now" or "the server behind me is
+  down" without the request having been acted on.
+- **Never retried**: any other 4xx (the request itself is wrong), HTTP 500 (the
+  server may have done part of the work and failed on it), and any error after
+  the request body may have reached the server: read and write errors, remote
+  protocol errors, read and write timeouts. Generation is not idempotent: a
+  second attempt can cost a second generation, or a second correction, for an
+  answer nobody reads.
+- **Wait**: a 429 or 503 that carries ``Retry-After`` (delay-seconds or an
+  HTTP date, RFC 9110 §10.2.3) waits that long; otherwise exponential backoff
+  with full jitter, a delay drawn uniformly from ``[0, min(max_backoff_s,
+  backoff_s * 2**n))`` before retry ``n + 1`` (the "full jitter" of AWS's
+  *Exponential Backoff And Jitter*, 2015), which spreads clients that failed
+  together.
+- **Deadline**: ``deadline_s`` bounds all attempts and waits together. A wait
+  that would end at or past the deadline is not taken, and neither are retries
+  beyond ``max_retries``: the last error is raised at once (or the last
+  response returned, see below). An attempt already under way runs under the
+  client's own ``httpx.Timeout``; the deadline decides whether another starts.
+
+What callers get: a response with any status, the last retryable one included,
+so each caller reads an error body in its own way and maps it to its own error
+type; or a :class:`SendError` when no response head came back, whose
+subclasses say whether the request may have reached the server. The original
+httpx exception is the ``__cause__``. Streaming retries only the wait for the
+response head; once the body is being read nothing is sent again, and a broken
+body surfaces as the httpx error it is.
+
+Messages name the URL without its user info, never headers, so a bearer key
+or a password cannot leak into a log line or an error body.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+
+import httpx
+
+logger = logging.getLogger(__name__)
+
+RETRY_STATUSES = frozenset({429, 502, 503, 504})
+"""Answers that say the request was not acted on and may succeed later."""
+
+RETRY_AFTER_STATUSES = frozenset({429, 503})
+"""Answers whose ``Retry-After`` header is honoured (RFC 9110 defines it for these)."""
+
+NOT_SENT_ERRORS: tuple[type[httpx.TransportError], ...] = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+"""Failures before any byte of the request left this process: safe to retry."""
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How often and how long one request may be retried; the *which* is fixed by the module's rule."""
+
+    max_retries: int = field(default=2, metadata={"help": "retries after the first attempt (0: send once)"})
+    backoff_s: float = field(default=0.5, metadata={"help": "the first backoff's upper bound; doubles per retry"})
+    max_backoff_s: float = field(default=8.0, metadata={"help": "cap on one backoff's upper bound"})
+    deadline_s: float = field(default=60.0, metadata={"help": "all attempts and waits together, in seconds"})
+
+    def __post_init__(self) -> None:
+        if self.max_retries < 0 or self.backoff_s < 0 or self.max_backoff_s < 0 or self.deadline_s <= 0:
+            raise ValueError(f"invalid retry policy: {self}")
+
+    def backoff(self, retry: int) -> float:
+        """The full-jitter delay before retry number ``retry`` (0 for the first retry)."""
+        return random.uniform(0.0, min(self.max_backoff_s, self.backoff_s * 2**retry))
+
+
+class SendError(Exception):
+    """No response head came back. ``url`` has no credentials; ``attempts`` counts the requests tried."""
+
+    def __init__(self, message: str, *, url: str, attempts: int) -> None:
+        super().__init__(message)
+        self.url = url
+        self.attempts = attempts
+
+
+class UnreachableError(SendError):
+    """The request was never sent: every attempt failed to connect (retried until the policy ran out)."""
+
+
+class ExchangeError(SendError):
+    """The request may have reached the server and the connection broke before a response head (not retried)."""
+
+
+class ExchangeTimeoutError(ExchangeError):
+    """The request may have reached the server and no response head came in time (not retried)."""
+
+
+async def send_with_retries(
+    client: httpx.AsyncClient,
+    build_request: Callable[[], httpx.Request],
+    policy: RetryPolicy,
+    *,
+    stream: bool = False,
+) -> httpx.Response:
+    """Send ``build_request()`` under the module's rule and return the last response, whatever its status.
+
+    ``build_request`` is called once per attempt so every attempt sends a fresh
+    request (e.g. ``lambda: client.build_request("POST", path, json=body)``).
+    With ``stream=False`` the body is read; with ``stream=True`` the caller
+    owns the open response and must close it (see :func:`stream_with_retries`).
+    Raises :class:`UnreachableError`, :class:`ExchangeTimeoutError` or
+    :class:`ExchangeError` when no response head came back.
+    """
+    deadline = time.monotonic() + policy.deadline_s
+    attempt = 0
+    while True:
+        request = build_request()
+        attempt += 1
+        url = str(request.url.copy_with(userinfo=b""))  # a password in the URL stays out of messages
+        response: httpx.Response | None = None
+        error: httpx.TransportError | None = None
+        try:
+            response = await client.send(request, stream=stream)
+        except NOT_SENT_ERRORS as exc:
+            error = exc
+        except httpx.TimeoutException as exc:
+            raise ExchangeTimeoutError(f"{url} timed out: {exc!r}", url=url, attempts=attempt) from exc
+        except httpx.TransportError as exc:
+            raise ExchangeError(f"request to {url} failed: {exc!r}", url=url, attempts=attempt) from exc
+        if response is not None and response.status_code not in RETRY_STATUSES:
+            return response
+        delay = _retry_after(response) if response is not None else None
+        if delay is None:
+            delay = policy.backoff(attempt - 1)
+        if attempt > policy.max_retries or time.monotonic() + delay >= deadline:
+            if response is not None:
+                return response
+            raise UnreachableError(f"cannot reach {url}: {error!r}", url=url, attempts=attempt) from error
+        if response is not None:
+            await response.aclose()
+        why = f"HTTP {response.status_code}" if response is not None else type(error).__name__
+        logger.warning("%s %s: %s; retry %d/%d in %.2f s", request.method, url, why, attempt, policy.max_retries, delay)
+        await asyncio.sleep(delay)
+
+
+@asynccontextmanager
+async def stream_with_retries(
+    client: httpx.AsyncClient, build_request: Callable[[], httpx.Request], policy: RetryPolicy
+) -> AsyncIterator[httpx.Response]:
+    """:func:`send_with_retries` for a streamed body, closing the response on exit.
+
+    Only getting the response head is retried; an error while reading the body
+    is raised as the httpx error it is, because by then the server has started
+    generating and a second request would generate again.
+    """
+    response = await send_with_retries(client, build_request, policy, stream=True)
+    try:
+        yield response
+    finally:
+        await response.aclose()
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    """The wait a 429 or 503 asks for, in seconds, or ``None`` where it asks for none we can read."""
+    if response.status_code not in RETRY_AFTER_STATUSES:
+        return None
+    return parse_retry_after(response.headers.get("retry-after"))
+
+
+def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:
+    """A ``Retry-After`` value as seconds from ``now``: delay-seconds or an HTTP date (RFC 9110 §10.2.3).
+
+    A date in the past is 0; a value that is neither form is ``None`` (the
+    caller falls back to its backoff rather than trusting a garbled header).
+    """
+    if value is None:
+        return None
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        pass
+    else:
+        return seconds if seconds >= 0 and seconds != float("inf") else None
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)  # RFC 9110's IMF-fixdate is always GMT
+    return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
