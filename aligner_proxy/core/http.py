@@ -198,3 +198,44 @@ def parse_retry_after(value: str | None, *, now: datetime | None = None) -> floa
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)  # RFC 9110's IMF-fixdate is always GMT
     return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
+
+
+class IncompleteStreamError(Exception):
+    """A server-sent event stream ended without ``data: [DONE]``: what came is not the whole answer."""
+
+
+class StreamDeadlineError(TimeoutError):
+    """A stream ran past its total deadline (a server that drips one byte a second never trips a read timeout)."""
+
+
+async def sse_data(response: httpx.Response, *, deadline: float | None = None) -> AsyncIterator[str]:
+    """The ``data:`` payloads of an OpenAI-style SSE stream, up to and without ``[DONE]``.
+
+    ``deadline`` (a :func:`time.monotonic` instant) bounds the whole stream, not
+    each read. A stream that ends without ``[DONE]`` raises
+    :class:`IncompleteStreamError`: a truncated answer must never pass for a
+    complete one. The timeout wraps each read, never a ``yield``, so it only
+    ever cancels this generator's own wait."""
+    lines = response.aiter_lines()
+    while True:
+        try:
+            if deadline is None:
+                line = await anext(lines)
+            else:
+                async with asyncio.timeout_at(_loop_time(deadline)):
+                    line = await anext(lines)
+        except StopAsyncIteration:
+            raise IncompleteStreamError("the stream ended before data: [DONE]") from None
+        except TimeoutError:
+            raise StreamDeadlineError("the stream ran past its deadline") from None
+        if not line.startswith("data:"):
+            continue  # blank separators, comments, `event:` lines
+        data = line[len("data:") :].strip()
+        if data == "[DONE]":
+            return
+        yield data
+
+
+def _loop_time(deadline: float) -> float:
+    """A :func:`time.monotonic` instant on the event loop's clock (what ``asyncio.timeout_at`` takes)."""
+    return asyncio.get_running_loop().time() + (deadline - time.monotonic())

@@ -46,6 +46,7 @@ class CoreConfig:
     corrector_backend: CorrectorBackend = "transformers"
     corrector_url: str | None = None  # the completions server of corrector_backend='remote'
     corrector_api_key: str | None = None
+    corrector_timeout_s: float = 300.0  # one remote correction, every byte and every retry included
     corrector_template: str = DEFAULT_TEMPLATE
     corrector_max_new_tokens: int = 256
     corrector_max_question_tokens: int = 128  # question budget in the Aligner prompt (tail kept)
@@ -101,7 +102,13 @@ class ModelLoader:
 
             if c.corrector_url is None:
                 raise ValueError("corrector_backend=remote needs corrector_url")
-            return RemoteCompletionsGenerator(c.corrector_url, c.corrector_model, api_key=c.corrector_api_key)
+            return RemoteCompletionsGenerator(
+                c.corrector_url,
+                c.corrector_model,
+                api_key=c.corrector_api_key,
+                timeout_s=c.corrector_timeout_s,
+                deadline_s=c.corrector_timeout_s,
+            )
         adapter = c.adapter_spec()
         if c.corrector_backend == "vllm":
             from aligner_proxy.core.backends.vllm import VLLMGenerator

@@ -124,6 +124,9 @@ class Settings(BaseSettings):
     corrector_backend: CorrectorBackend = _CORE.corrector_backend
     corrector_url: str | None = Field(None, description="completions server for corrector_backend=remote")
     corrector_api_key: SecretStr | None = None
+    corrector_timeout_s: float = Field(
+        _CORE.corrector_timeout_s, gt=0, description="total time for one remote correction, streamed or not"
+    )
     corrector_template: str = _CORE.corrector_template
     corrector_max_new_tokens: int = Field(_CORE.corrector_max_new_tokens, ge=1)
     corrector_max_question_tokens: int = Field(
@@ -149,7 +152,10 @@ class Settings(BaseSettings):
         64, ge=1, description="requests under /v1/ running at once; more get 429 with Retry-After"
     )
     retry_after_s: int = Field(1, ge=0, description="the Retry-After of a 429 from the admission limit")
-    upstream_timeout_s: float = Field(300.0, gt=0)
+    upstream_timeout_s: float = Field(300.0, gt=0, description="longest wait for any one read from the upstream")
+    upstream_deadline_s: float = Field(
+        600.0, gt=0, description="total time for one upstream call, streamed or not, retries included"
+    )
     upstream_connect_timeout_s: float = Field(5.0, gt=0)
     upstream_retries: int = Field(2, ge=0, description="retries under aligner_proxy.core.http's rule")
     upstream_retry_deadline_s: float = Field(
@@ -178,6 +184,7 @@ class Settings(BaseSettings):
             corrector_backend=self.corrector_backend,
             corrector_url=self.corrector_url,
             corrector_api_key=self.corrector_api_key.get_secret_value() if self.corrector_api_key else None,
+            corrector_timeout_s=self.corrector_timeout_s,
             corrector_template=self.corrector_template,
             corrector_max_new_tokens=self.corrector_max_new_tokens,
             corrector_max_question_tokens=self.corrector_max_question_tokens,

@@ -11,6 +11,7 @@ keep the upstream's raw JSON so a pass-through stream is byte-faithful.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 import uuid
@@ -24,10 +25,13 @@ from pydantic import BaseModel, ValidationError
 from aligner_proxy.core.generation import ChatGenerator, GenerationParams
 from aligner_proxy.core.http import (
     ExchangeTimeoutError,
+    IncompleteStreamError,
     RetryPolicy,
     SendError,
+    StreamDeadlineError,
     UnreachableError,
     send_with_retries,
+    sse_data,
     stream_with_retries,
 )
 from aligner_proxy.server.errors import UpstreamError, UpstreamTimeoutError, UpstreamUnavailableError
@@ -91,10 +95,12 @@ class OpenAIUpstream:
         connect_timeout_s: float = 5.0,
         retries: int = 2,
         retry_deadline_s: float = 30.0,
+        deadline_s: float = 600.0,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self.base_url = base_url.rstrip("/")
+        self.deadline_s = deadline_s  # one call, retries and every byte of the body included
         self.retry = RetryPolicy(max_retries=retries, backoff_s=0.2, max_backoff_s=2.0, deadline_s=retry_deadline_s)
         self._client = httpx.AsyncClient(
             base_url=self.base_url,
@@ -128,9 +134,12 @@ class OpenAIUpstream:
 
     async def _post(self, path: str, body: dict[str, Any], model_cls: type[ModelT]) -> ModelT:
         try:
-            response = await send_with_retries(self._client, lambda: self._request(path, body), self.retry)
+            async with asyncio.timeout(self.deadline_s):
+                response = await send_with_retries(self._client, lambda: self._request(path, body), self.retry)
         except SendError as exc:
             raise _send_error(exc, self.base_url) from exc
+        except TimeoutError as exc:
+            raise UpstreamTimeoutError(f"the upstream took over {self.deadline_s:g} s to answer") from exc
         if response.status_code >= 400:
             raise _upstream_error(response)
         try:
@@ -141,23 +150,24 @@ class OpenAIUpstream:
     async def _stream(
         self, path: str, body: dict[str, Any], chunk_cls: type[ChunkT]
     ) -> AsyncGenerator[StreamEvent[ChunkT], None]:
+        deadline = time.monotonic() + self.deadline_s
         try:
             async with stream_with_retries(self._client, lambda: self._request(path, body), self.retry) as response:
                 if response.status_code >= 400:
                     await response.aread()
                     raise _upstream_error(response)
-                async for line in response.aiter_lines():
-                    if not line.startswith("data:"):
-                        continue  # comments, event names, blank separators
-                    payload = line[5:].strip()
-                    if payload == "[DONE]":
-                        return
+                async for payload in sse_data(response, deadline=deadline):
                     try:
-                        yield StreamEvent(payload, chunk_cls.model_validate_json(payload))
+                        chunk = chunk_cls.model_validate_json(payload)
                     except ValidationError as exc:
-                        raise UpstreamError("the upstream sent a malformed stream chunk") from exc
+                        raise _stream_error(payload) from exc
+                    yield StreamEvent(payload, chunk)
         except SendError as exc:
             raise _send_error(exc, self.base_url) from exc
+        except IncompleteStreamError as exc:
+            raise UpstreamError(f"the upstream's stream was cut short ({exc}): the answer is incomplete") from exc
+        except StreamDeadlineError as exc:
+            raise UpstreamTimeoutError(f"the upstream's stream took over {self.deadline_s:g} s") from exc
         except httpx.TimeoutException as exc:
             raise UpstreamTimeoutError(f"the upstream at {self.base_url} timed out mid-stream") from exc
         except httpx.TransportError as exc:
@@ -171,6 +181,21 @@ def _send_error(exc: SendError, base_url: str) -> UpstreamError:
     if isinstance(exc, UnreachableError):
         return UpstreamUnavailableError(f"the upstream at {base_url} is unreachable")
     return UpstreamUnavailableError(f"the upstream at {base_url} dropped the connection")
+
+
+def _stream_error(payload: str) -> UpstreamError:
+    """A stream chunk that is not a chunk: the upstream's own error object is relayed, anything else is malformed."""
+    try:
+        error = json.loads(payload).get("error")
+    except (json.JSONDecodeError, AttributeError):
+        error = None
+    if isinstance(error, dict) and error.get("message"):
+        return UpstreamError(
+            f"the upstream failed mid-stream: {error['message']}",
+            error_type=error.get("type") or "upstream_error",
+            code=error.get("code"),
+        )
+    return UpstreamError("the upstream sent a malformed stream chunk")
 
 
 def _upstream_error(response: httpx.Response) -> UpstreamError:

@@ -53,6 +53,7 @@ def build_upstream(settings: Settings, route: RouteSettings, loader: ModelLoader
         connect_timeout_s=settings.upstream_connect_timeout_s,
         retries=settings.upstream_retries,
         retry_deadline_s=settings.upstream_retry_deadline_s,
+        deadline_s=settings.upstream_deadline_s,
     )
 
 

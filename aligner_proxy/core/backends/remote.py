@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import time
 from collections.abc import AsyncGenerator, Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -25,7 +26,15 @@ import httpx
 
 from aligner_proxy.core.backends import BackendConnectionError, BackendResponseError
 from aligner_proxy.core.generation import FinishReason, Generation, GenerationParams
-from aligner_proxy.core.http import RetryPolicy, SendError, send_with_retries, stream_with_retries
+from aligner_proxy.core.http import (
+    IncompleteStreamError,
+    RetryPolicy,
+    SendError,
+    StreamDeadlineError,
+    send_with_retries,
+    sse_data,
+    stream_with_retries,
+)
 
 CHARS_PER_TOKEN = 4
 
@@ -50,6 +59,7 @@ class RemoteCompletionsGenerator:
         max_retries: int = 2,
         backoff_s: float = 0.5,
         retry_deadline_s: float = 30.0,
+        deadline_s: float = 300.0,
         tokenizer: str | Path | None = None,
         extra_body: Mapping[str, Any] | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
@@ -63,6 +73,7 @@ class RemoteCompletionsGenerator:
             transport=transport,
         )
         self._model = model
+        self.deadline_s = deadline_s  # one completion or stream, retries and every byte of the body included
         self._semaphore = asyncio.Semaphore(max_concurrency)
         self.retry = RetryPolicy(max_retries=max_retries, backoff_s=backoff_s, deadline_s=retry_deadline_s)
         self._extra_body = dict(extra_body or {})
@@ -85,9 +96,12 @@ class RemoteCompletionsGenerator:
         body = self._body(prompt, params, stream=False)
         async with self._semaphore:
             try:
-                response = await send_with_retries(self._client, lambda: self._request(body), self.retry)
+                async with asyncio.timeout(self.deadline_s):
+                    response = await send_with_retries(self._client, lambda: self._request(body), self.retry)
             except SendError as error:
                 raise BackendConnectionError(str(error)) from error
+            except TimeoutError as error:
+                raise BackendConnectionError(f"{self._url} took over {self.deadline_s:g} s") from error
         if response.status_code != 200:
             raise _response_error(response.status_code, response.text)
         try:
@@ -113,17 +127,16 @@ class RemoteCompletionsGenerator:
                     if response.status_code != 200:
                         await response.aread()
                         raise _response_error(response.status_code, response.text)
-                    async for line in response.aiter_lines():
-                        if not line.startswith("data:"):
-                            continue  # blank separators, comments, `event:` lines
-                        data = line[len("data:") :].strip()
-                        if data == "[DONE]":
-                            return
+                    async for data in sse_data(response, deadline=time.monotonic() + self.deadline_s):
                         delta = _stream_delta(data)
                         if delta:
                             yield delta
             except SendError as error:
                 raise BackendConnectionError(str(error)) from error
+            except IncompleteStreamError as error:
+                raise BackendConnectionError(f"the stream from {self._url} was cut short: {error}") from error
+            except StreamDeadlineError as error:
+                raise BackendConnectionError(f"the stream from {self._url} took over {self.deadline_s:g} s") from error
             except httpx.TransportError as error:
                 raise BackendConnectionError(f"stream from {self._url} broke: {error!r}") from error
 
