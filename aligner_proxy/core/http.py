@@ -35,8 +35,9 @@ httpx exception is the ``__cause__``. Streaming retries only the wait for the
 response head; once the body is being read nothing is sent again, and a broken
 body surfaces as the httpx error it is.
 
-Messages name the URL without its user info, never headers, so a bearer key
-or a password cannot leak into a log line or an error body.
+Messages name the URL through :func:`~aligner_proxy.core.redact.redact_url`
+(no user info, no secret query values), never headers, so a bearer key or a
+password cannot leak into a log line or an error body.
 """
 
 from __future__ import annotations
@@ -52,6 +53,8 @@ from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 
 import httpx
+
+from aligner_proxy.core.redact import redact_url
 
 logger = logging.getLogger(__name__)
 
@@ -125,7 +128,7 @@ async def send_with_retries(
     while True:
         request = build_request()
         attempt += 1
-        url = str(request.url.copy_with(userinfo=b""))  # a password in the URL stays out of messages
+        url = redact_url(str(request.url))  # a password or key in the URL stays out of messages
         response: httpx.Response | None = None
         error: httpx.TransportError | None = None
         try:

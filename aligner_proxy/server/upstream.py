@@ -34,6 +34,7 @@ from aligner_proxy.core.http import (
     sse_data,
     stream_with_retries,
 )
+from aligner_proxy.core.redact import redact_text, redact_url
 from aligner_proxy.server.errors import UpstreamError, UpstreamTimeoutError, UpstreamUnavailableError
 from aligner_proxy.server.protocol import (
     ChatChoice,
@@ -100,6 +101,8 @@ class OpenAIUpstream:
     ) -> None:
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self.base_url = base_url.rstrip("/")
+        self.display_url = redact_url(self.base_url)  # what messages and logs may show
+        self._api_key = api_key  # only to scrub it from the upstream's error messages
         self.deadline_s = deadline_s  # one call, retries and every byte of the body included
         self.retry = RetryPolicy(max_retries=retries, backoff_s=0.2, max_backoff_s=2.0, deadline_s=retry_deadline_s)
         self._client = httpx.AsyncClient(
@@ -137,11 +140,11 @@ class OpenAIUpstream:
             async with asyncio.timeout(self.deadline_s):
                 response = await send_with_retries(self._client, lambda: self._request(path, body), self.retry)
         except SendError as exc:
-            raise _send_error(exc, self.base_url) from exc
+            raise _send_error(exc, self.display_url) from exc
         except TimeoutError as exc:
             raise UpstreamTimeoutError(f"the upstream took over {self.deadline_s:g} s to answer") from exc
         if response.status_code >= 400:
-            raise _upstream_error(response)
+            raise _upstream_error(response, self._api_key)
         try:
             return model_cls.model_validate_json(response.content)
         except ValidationError as exc:
@@ -155,23 +158,23 @@ class OpenAIUpstream:
             async with stream_with_retries(self._client, lambda: self._request(path, body), self.retry) as response:
                 if response.status_code >= 400:
                     await response.aread()
-                    raise _upstream_error(response)
+                    raise _upstream_error(response, self._api_key)
                 async for payload in sse_data(response, deadline=deadline):
                     try:
                         chunk = chunk_cls.model_validate_json(payload)
                     except ValidationError as exc:
-                        raise _stream_error(payload) from exc
+                        raise _stream_error(payload, self._api_key) from exc
                     yield StreamEvent(payload, chunk)
         except SendError as exc:
-            raise _send_error(exc, self.base_url) from exc
+            raise _send_error(exc, self.display_url) from exc
         except IncompleteStreamError as exc:
             raise UpstreamError(f"the upstream's stream was cut short ({exc}): the answer is incomplete") from exc
         except StreamDeadlineError as exc:
             raise UpstreamTimeoutError(f"the upstream's stream took over {self.deadline_s:g} s") from exc
         except httpx.TimeoutException as exc:
-            raise UpstreamTimeoutError(f"the upstream at {self.base_url} timed out mid-stream") from exc
+            raise UpstreamTimeoutError(f"the upstream at {self.display_url} timed out mid-stream") from exc
         except httpx.TransportError as exc:
-            raise UpstreamUnavailableError(f"the upstream at {self.base_url} dropped the stream") from exc
+            raise UpstreamUnavailableError(f"the upstream at {self.display_url} dropped the stream") from exc
 
 
 def _send_error(exc: SendError, base_url: str) -> UpstreamError:
@@ -183,7 +186,7 @@ def _send_error(exc: SendError, base_url: str) -> UpstreamError:
     return UpstreamUnavailableError(f"the upstream at {base_url} dropped the connection")
 
 
-def _stream_error(payload: str) -> UpstreamError:
+def _stream_error(payload: str, api_key: str | None) -> UpstreamError:
     """A stream chunk that is not a chunk: the upstream's own error object is relayed, anything else is malformed."""
     try:
         error = json.loads(payload).get("error")
@@ -191,14 +194,14 @@ def _stream_error(payload: str) -> UpstreamError:
         error = None
     if isinstance(error, dict) and error.get("message"):
         return UpstreamError(
-            f"the upstream failed mid-stream: {error['message']}",
+            f"the upstream failed mid-stream: {redact_text(str(error['message']), [api_key])}",
             error_type=error.get("type") or "upstream_error",
             code=error.get("code"),
         )
     return UpstreamError("the upstream sent a malformed stream chunk")
 
 
-def _upstream_error(response: httpx.Response) -> UpstreamError:
+def _upstream_error(response: httpx.Response, api_key: str | None) -> UpstreamError:
     """Relay the upstream's own error: a 4xx keeps its status, a 5xx becomes a 502."""
     message, error_type, param, code = f"the upstream answered HTTP {response.status_code}", None, None, None
     try:
@@ -210,7 +213,7 @@ def _upstream_error(response: httpx.Response) -> UpstreamError:
         pass  # a non-JSON error page: the status line says enough
     status = response.status_code if response.status_code < 500 else 502
     return UpstreamError(
-        message,
+        redact_text(message, [api_key]),
         status_code=status,
         error_type=error_type or ("invalid_request_error" if status < 500 else "upstream_error"),
         param=param,

@@ -35,6 +35,7 @@ from aligner_proxy.core.http import (
     sse_data,
     stream_with_retries,
 )
+from aligner_proxy.core.redact import redact_text, redact_url
 
 CHARS_PER_TOKEN = 4
 
@@ -73,6 +74,7 @@ class RemoteCompletionsGenerator:
             transport=transport,
         )
         self._model = model
+        self._api_key = api_key  # only to scrub it from the server's error messages
         self.deadline_s = deadline_s  # one completion or stream, retries and every byte of the body included
         self._semaphore = asyncio.Semaphore(max_concurrency)
         self.retry = RetryPolicy(max_retries=max_retries, backoff_s=backoff_s, deadline_s=retry_deadline_s)
@@ -81,7 +83,7 @@ class RemoteCompletionsGenerator:
         self._tokenizer: Any = None
 
     def __repr__(self) -> str:
-        return f"RemoteCompletionsGenerator(base_url={str(self._client.base_url)!r}, model={self._model!r})"
+        return f"RemoteCompletionsGenerator(base_url={redact_url(str(self._client.base_url))!r}, model={self._model!r})"
 
     @property
     def model_id(self) -> str:
@@ -103,7 +105,7 @@ class RemoteCompletionsGenerator:
             except TimeoutError as error:
                 raise BackendConnectionError(f"{self._url} took over {self.deadline_s:g} s") from error
         if response.status_code != 200:
-            raise _response_error(response.status_code, response.text)
+            raise _response_error(response.status_code, response.text, self._api_key)
         try:
             payload = response.json()
             choice = payload["choices"][0]
@@ -126,7 +128,7 @@ class RemoteCompletionsGenerator:
                 async with stream_with_retries(self._client, lambda: self._request(body), self.retry) as response:
                     if response.status_code != 200:
                         await response.aread()
-                        raise _response_error(response.status_code, response.text)
+                        raise _response_error(response.status_code, response.text, self._api_key)
                     async for data in sse_data(response, deadline=time.monotonic() + self.deadline_s):
                         delta = _stream_delta(data)
                         if delta:
@@ -163,7 +165,7 @@ class RemoteCompletionsGenerator:
 
     @property
     def _url(self) -> str:
-        return str(self._client.base_url.join("completions"))
+        return redact_url(str(self._client.base_url.join("completions")))
 
     # -- tokens
 
@@ -214,11 +216,12 @@ def _stream_delta(data: str) -> str:
         raise BackendResponseError(f"malformed stream chunk: {data[:200]!r}") from error
 
 
-def _response_error(status: int, body: str) -> BackendResponseError:
+def _response_error(status: int, body: str, api_key: str | None) -> BackendResponseError:
     try:
         message = _error_message(json.loads(body))
     except ValueError:
         message = body[:500]
+    message = redact_text(message, [api_key])
     return BackendResponseError(f"completions server answered {status}: {message}", status_code=status)
 
 
