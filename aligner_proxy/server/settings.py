@@ -149,7 +149,7 @@ class Settings(BaseSettings):
     batch_wait_ms: float = Field(_CORE.batch_wait_ms, ge=0)
     max_body_bytes: int = Field(2_000_000, ge=1024)
     max_concurrent_requests: int = Field(
-        64, ge=1, description="requests under /v1/ running at once; more get 429 with Retry-After"
+        256, ge=1, description="requests under /v1/ running at once; more get 429 with Retry-After"
     )
     retry_after_s: int = Field(1, ge=0, description="the Retry-After of a 429 from the admission limit")
     upstream_timeout_s: float = Field(300.0, gt=0, description="longest wait for any one read from the upstream")
