@@ -382,83 +382,27 @@ class ProxyService:
         indices = sorted(buffer.texts)
         items = [CorrectionInput(question=question(i), answer=buffer.text(i)) for i in indices]
         prompts = [score_prompt(i) for i in indices]
-
-        def unchecked(reason: str) -> list[Outcome]:
-            return [Outcome(status="unchecked", text=it.answer, original=it.answer, error=reason) for it in items]
-
-        outcomes = await self.pipeline.guard(
-            self.pipeline.assess(items, prompts, config), unchecked, config, request_id=request_id
-        )
+        outcomes = await self.pipeline.assess(items, prompts, config, request_id=request_id)
+        final: dict[int, Outcome] = {}
         for index, item, prompt, outcome in zip(indices, items, prompts, outcomes, strict=True):
             yield sse(shape.chunk(buffer, index, role=True))
-            if outcome.needs_correction and config.block:
-                await self._correct_one(item, prompt, outcome, config, request_id)
-                yield sse(shape.chunk(buffer, index, text=outcome.text))
-            elif outcome.needs_correction:
-                async for piece in self._stream_correction(item, prompt, outcome, config, request_id):
+            correction = self.pipeline.stream_correction(item, prompt, outcome, config, request_id=request_id)
+            async with aclosing(correction):
+                async for piece in correction:
                     yield sse(shape.chunk(buffer, index, text=piece))
-            else:
-                yield sse(shape.chunk(buffer, index, text=outcome.text))
-            finish = "content_filter" if outcome.status == "blocked" else buffer.finish.get(index, "stop")
+            final[index] = correction.outcome
+            finish = "content_filter" if correction.outcome.status == "blocked" else buffer.finish.get(index, "stop")
             yield sse(shape.chunk(buffer, index, finish=finish))
         annotation = self._annotate(
             route,
             config,
-            dict(zip(indices, outcomes, strict=True)),
+            final,
             max(indices) + 1,
             upstream_ms=upstream_ms,
             start=start,
             return_original=job.return_original,
         )
         yield sse(shape.annotation_chunk(buffer, annotation))
-
-    async def _correct_one(
-        self, item: CorrectionInput, prompt: str, outcome: Outcome, config: PolicyConfig, request_id: str
-    ) -> None:
-        """Correct one assessed answer in full (keep-best and block apply), under the failure policy."""
-
-        async def run() -> None:
-            await self.pipeline.correct_assessed([item], [prompt], [outcome], config)
-            self.pipeline.apply_block([outcome], config)
-
-        def unchecked(reason: str) -> None:
-            outcome.status, outcome.text, outcome.error = "unchecked", outcome.original, reason
-
-        await self.pipeline.guard(run(), unchecked, config, request_id=request_id)
-
-    async def _stream_correction(
-        self, item: CorrectionInput, prompt: str, outcome: Outcome, config: PolicyConfig, request_id: str
-    ) -> AsyncGenerator[str, None]:
-        """Relay the corrector's token stream. A failure before the first piece follows the
-        failure policy (fail_open sends the original); after it, the stream ends with an error."""
-        sent: list[str] = []
-        start = time.perf_counter()
-        try:
-            async with aclosing(self.pipeline.corrector.stream(item)) as stream:
-                async for piece in stream:
-                    if piece:
-                        sent.append(piece)
-                        yield piece
-        except Exception as exc:
-            reason = f"{type(exc).__name__}: {exc}"
-            if sent or config.failure_policy == "fail_closed":
-                logger.error("request %s: corrector stream failed: %s", request_id, reason)
-                raise AlignmentError(f"the corrector failed mid-stream ({reason})") from exc
-            logger.warning("request %s: corrector failed (%s); sending the original unchecked", request_id, reason)
-            outcome.status, outcome.error = "unchecked", reason
-            yield outcome.original
-            return
-        outcome.corrector_ms = _ms(start)
-        text = "".join(sent)
-        if not text.strip():
-            outcome.cost_after = outcome.cost_before
-            self.pipeline.apply_block([outcome], config)  # the original, still above the threshold: flagged
-            yield outcome.original  # an empty correction is never an answer
-            return
-        outcome.text, outcome.status = text, "modified" if text != outcome.original else "passed"
-        await self.pipeline.guard(
-            self.pipeline.settle(outcome, prompt, text, config), lambda _r: None, config, request_id=request_id
-        )
 
     # ------------------------------------------------------- core over HTTP
 
