@@ -96,6 +96,13 @@ class ChatChoice(_Open):
     message: ResponseMessage
     finish_reason: str | None = None
 
+    def alignable_text(self) -> str | None:
+        """The answer's text, or ``None`` when there is nothing to align (a tool call, no content)."""
+        return None if self.message.tool_calls or not self.message.content else self.message.content
+
+    def replace_text(self, text: str) -> None:
+        self.message.content = text
+
 
 class Usage(_Open):
     prompt_tokens: int = 0
@@ -160,6 +167,13 @@ class CompletionChoice(_Open):
     text: str
     finish_reason: str | None = None
     logprobs: Any = None
+
+    def alignable_text(self) -> str | None:
+        """The answer's text, or ``None`` when there is nothing to align (no text)."""
+        return self.text or None
+
+    def replace_text(self, text: str) -> None:
+        self.text = text
 
 
 class CompletionResponse(_Open):
