@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from contextlib import aclosing
 
 import pytest
@@ -116,8 +117,6 @@ async def test_failure_policy(scorer: FakeScorer, generator: FakeCorrectorGenera
 
 
 async def test_concurrent_calls_share_scorer_batches() -> None:
-    import asyncio
-
     scorer = FakeScorer()
     p = pipeline(scorer)
     await asyncio.gather(*(p.align(items(BENIGN), PolicyConfig()) for _ in range(6)))
@@ -203,6 +202,19 @@ async def test_a_failure_after_the_first_piece_ends_the_stream_whatever_the_poli
                 sent.append(piece)
     assert sent and CORRECTION.startswith("".join(sent)) and "".join(sent) != CORRECTION
     assert stream.outcome.status == "unchecked" and stream.outcome.text == "".join(sent) and stream.outcome.error
+
+
+async def test_the_time_limit_counts_the_correctors_time_not_the_callers() -> None:
+    p = pipeline(timeout_s=0.2)
+    config = PolicyConfig(block=False)
+    [assessed] = await p.assess(items(HARMFUL_ANSWER), ["q?"], config)
+    stream = p.stream_correction(items(HARMFUL_ANSWER)[0], "q?", assessed, config)
+    pieces = []
+    async with aclosing(stream):
+        async for piece in stream:
+            pieces.append(piece)
+            await asyncio.sleep(0.03)  # a slow client: all the pieces take longer than the limit
+    assert "".join(pieces) == CORRECTION and stream.outcome.status == "modified"
 
 
 async def test_closing_a_stream_early_stops_the_corrector() -> None:
