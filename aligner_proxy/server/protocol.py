@@ -24,19 +24,16 @@ from aligner_proxy.core.generation import ChatMessage
 from aligner_proxy.core.vocabulary import Mode
 
 
-class _Open(BaseModel):
-    """Keeps unknown fields so they round-trip."""
+class RoundTripModel(BaseModel):
+    """A wire model that keeps the fields it does not declare, so they round-trip to the upstream or client."""
 
     model_config = ConfigDict(extra="allow")
-
-
-# --------------------------------------------------------------------- aligner
 
 
 # ------------------------------------------------------------------------ chat
 
 
-class ChatMessageIn(_Open):
+class ChatMessageIn(RoundTripModel):
     role: Literal["system", "developer", "user", "assistant", "tool", "function"]
     content: str | list[dict[str, Any]] | None = None
     name: str | None = None
@@ -54,8 +51,8 @@ class ChatMessageIn(_Open):
         return ChatMessage(role=self.role, content=self.text())
 
 
-class _Forwarded(_Open):
-    """What both generation requests share: stop strings and the body sent upstream."""
+class ForwardedRequest(RoundTripModel):
+    """A generation request (chat or completions) as it is forwarded: stop strings and the body sent upstream."""
 
     stop: str | list[str] | None = None
 
@@ -71,7 +68,7 @@ class _Forwarded(_Open):
         return body
 
 
-class ChatCompletionRequest(_Forwarded):
+class ChatCompletionRequest(ForwardedRequest):
     model: str
     messages: list[ChatMessageIn] = Field(min_length=1)
     stream: bool = False
@@ -85,25 +82,32 @@ class ChatCompletionRequest(_Forwarded):
     aligner: AlignerOptions | None = None
 
 
-class ResponseMessage(_Open):
+class ResponseMessage(RoundTripModel):
     role: str = "assistant"
     content: str | None = None
     tool_calls: list[dict[str, Any]] | None = None
 
 
-class ChatChoice(_Open):
+class ChatChoice(RoundTripModel):
     index: int
     message: ResponseMessage
     finish_reason: str | None = None
 
+    def alignable_text(self) -> str | None:
+        """The answer's text, or ``None`` when there is nothing to align (a tool call, no content)."""
+        return None if self.message.tool_calls or not self.message.content else self.message.content
 
-class Usage(_Open):
+    def replace_text(self, text: str) -> None:
+        self.message.content = text
+
+
+class Usage(RoundTripModel):
     prompt_tokens: int = 0
     completion_tokens: int = 0
     total_tokens: int = 0
 
 
-class ChatCompletionResponse(_Open):
+class ChatCompletionResponse(RoundTripModel):
     id: str = Field(default_factory=lambda: f"chatcmpl-{uuid.uuid4().hex}")
     object: str = "chat.completion"
     created: int = Field(default_factory=lambda: int(time.time()))
@@ -113,19 +117,19 @@ class ChatCompletionResponse(_Open):
     aligner: AlignerAnnotation | None = None
 
 
-class ChunkDelta(_Open):
+class ChunkDelta(RoundTripModel):
     role: str | None = None
     content: str | None = None
     tool_calls: list[dict[str, Any]] | None = None
 
 
-class ChunkChoice(_Open):
+class ChunkChoice(RoundTripModel):
     index: int
     delta: ChunkDelta = Field(default_factory=ChunkDelta)
     finish_reason: str | None = None
 
 
-class ChatCompletionChunk(_Open):
+class ChatCompletionChunk(RoundTripModel):
     id: str
     object: str = "chat.completion.chunk"
     created: int = Field(default_factory=lambda: int(time.time()))
@@ -138,7 +142,7 @@ class ChatCompletionChunk(_Open):
 # ----------------------------------------------------------------- completions
 
 
-class CompletionRequest(_Forwarded):
+class CompletionRequest(ForwardedRequest):
     model: str
     prompt: str | Annotated[list[str], Field(min_length=1)]
     stream: bool = False
@@ -155,14 +159,21 @@ class CompletionRequest(_Forwarded):
         return [self.prompt] if isinstance(self.prompt, str) else list(self.prompt)
 
 
-class CompletionChoice(_Open):
+class CompletionChoice(RoundTripModel):
     index: int
     text: str
     finish_reason: str | None = None
     logprobs: Any = None
 
+    def alignable_text(self) -> str | None:
+        """The answer's text, or ``None`` when there is nothing to align (no text)."""
+        return self.text or None
 
-class CompletionResponse(_Open):
+    def replace_text(self, text: str) -> None:
+        self.text = text
+
+
+class CompletionResponse(RoundTripModel):
     id: str = Field(default_factory=lambda: f"cmpl-{uuid.uuid4().hex}")
     object: str = "text_completion"
     created: int = Field(default_factory=lambda: int(time.time()))
@@ -172,7 +183,7 @@ class CompletionResponse(_Open):
     aligner: AlignerAnnotation | None = None
 
 
-class CompletionChunk(_Open):
+class CompletionChunk(RoundTripModel):
     id: str
     object: str = "text_completion"
     created: int = Field(default_factory=lambda: int(time.time()))

@@ -1,4 +1,4 @@
-"""HTTP routes: parse the body into a pydantic model, call the service, shape the response.
+"""HTTP routes: parse the body into a pydantic model, call the endpoint's serving class, shape the response.
 
 Bodies are parsed here rather than by FastAPI's automatic validation so that
 oversized, non-JSON and invalid bodies all get OpenAI-shaped 4xx errors
@@ -7,6 +7,7 @@ oversized, non-JSON and invalid bodies all get OpenAI-shaped 4xx errors
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Annotated, TypeVar
 
 from fastapi import APIRouter, Depends, Request, Response
@@ -18,28 +19,31 @@ from aligner_proxy.server.bodies import decode_json_object
 from aligner_proxy.server.errors import InvalidRequestError, NotReadyError, RequestTooLargeError
 from aligner_proxy.server.protocol import (
     ChatCompletionRequest,
+    ChatCompletionResponse,
     CompletionRequest,
+    CompletionResponse,
     CorrectRequest,
     ModelList,
     ScoreRequest,
     ScoreResponse,
 )
-from aligner_proxy.server.service import ProxyService
+from aligner_proxy.server.serving.annotation import aligner_headers
+from aligner_proxy.server.wiring import Components
 
 router = APIRouter()
 BodyT = TypeVar("BodyT", bound=BaseModel)
 
 
-def get_service(request: Request) -> ProxyService:
+def loaded_components(request: Request) -> Components:
     state = request.app.state.proxy
     if state.components is None:
         detail = f" (loading failed: {state.load_error})" if state.load_error else "; retry shortly"
         raise NotReadyError(f"The proxy is loading its models{detail}.")
-    service: ProxyService = state.components.service
-    return service
+    components: Components = state.components
+    return components
 
 
-Service = Annotated[ProxyService, Depends(get_service)]
+Loaded = Annotated[Components, Depends(loaded_components)]
 
 
 async def parse_body(request: Request, model: type[BodyT]) -> BodyT:
@@ -66,57 +70,49 @@ def _is_union_member(part: object) -> bool:
     return isinstance(part, str) and (part in _TYPE_TAGS or "[" in part)
 
 
-def _sse(stream: object, request_id: str) -> StreamingResponse:
+def _sse(stream: AsyncIterator[str], request_id: str) -> StreamingResponse:
     return StreamingResponse(
-        stream,  # type: ignore[arg-type]
+        stream,
         media_type="text/event-stream",
         headers={"x-request-id": request_id, "cache-control": "no-cache", "x-accel-buffering": "no"},
     )
 
 
-def _json(body: BaseModel, status: str | None) -> JSONResponse:
-    headers = {"x-aligner-status": status} if status else None
-    return JSONResponse(body.model_dump(mode="json"), headers=headers)
+def _json(response: ChatCompletionResponse | CompletionResponse) -> JSONResponse:
+    return JSONResponse(response.model_dump(mode="json"), headers=aligner_headers(response.aligner))
 
 
 @router.post("/v1/chat/completions")
-async def chat_completions(request: Request, service: Service) -> Response:
+async def chat_completions(request: Request, components: Loaded) -> Response:
     body = await parse_body(request, ChatCompletionRequest)
     request_id = request.state.request_id
     if body.stream:
-        return _sse(service.chat_stream(body, request_id), request_id)
-    response = await service.chat(body, request_id)
-    return _json(response, response.aligner.status if response.aligner else None)
+        return _sse(components.chat.create_stream(body, request_id), request_id)
+    return _json(await components.chat.create(body, request_id))
 
 
 @router.post("/v1/completions")
-async def completions(request: Request, service: Service) -> Response:
+async def completions(request: Request, components: Loaded) -> Response:
     body = await parse_body(request, CompletionRequest)
     request_id = request.state.request_id
     if body.stream:
-        return _sse(service.completion_stream(body, request_id), request_id)
-    response = await service.completion(body, request_id)
-    return _json(response, response.aligner.status if response.aligner else None)
+        return _sse(components.completions.create_stream(body, request_id), request_id)
+    return _json(await components.completions.create(body, request_id))
 
 
 @router.get("/v1/models")
-async def models(service: Service) -> ModelList:
-    return service.model_list()
+async def models(components: Loaded) -> ModelList:
+    return components.models.model_list()
 
 
 @router.post("/v1/aligner/score")
-async def score(request: Request, service: Service) -> ScoreResponse:
-    body = await parse_body(request, ScoreRequest)
-    if len(body.prompts) != len(body.completions):
-        raise InvalidRequestError(
-            f"{len(body.prompts)} prompts but {len(body.completions)} completions", param="completions"
-        )
-    return await service.score(body)
+async def score(request: Request, components: Loaded) -> ScoreResponse:
+    return await components.aligner.score(await parse_body(request, ScoreRequest))
 
 
 @router.post("/v1/aligner/correct")
-async def correct(request: Request, service: Service) -> CorrectResponse:
-    return await service.correct(await parse_body(request, CorrectRequest))
+async def correct(request: Request, components: Loaded) -> CorrectResponse:
+    return await components.aligner.correct(await parse_body(request, CorrectRequest))
 
 
 @router.get("/health")
@@ -125,8 +121,8 @@ async def health() -> dict[str, str]:
 
 
 @router.get("/ready")
-async def ready(service: Service) -> dict[str, object]:
-    return {"status": "ready", "models": sorted(service.routes)}
+async def ready(components: Loaded) -> dict[str, object]:
+    return {"status": "ready", "models": sorted(components.models.routes)}
 
 
 @router.get("/metrics")

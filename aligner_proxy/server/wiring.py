@@ -1,4 +1,4 @@
-"""Builds the proxy's components from the settings: the core pipeline, one upstream per route, the service.
+"""Builds the proxy's components from the settings: the core pipeline, one upstream per route, the serving classes.
 
 The core's models load through :mod:`aligner_proxy.core.loading` (one
 :class:`~aligner_proxy.core.loading.ModelLoader`, so an embedded upstream and a
@@ -18,7 +18,10 @@ from dataclasses import dataclass, field
 from aligner_proxy.core.loading import ModelLoader, load_pipeline
 from aligner_proxy.core.policy import AlignmentPipeline
 from aligner_proxy.server.metrics import Metrics
-from aligner_proxy.server.service import ProxyService, Route
+from aligner_proxy.server.serving.aligner import AlignerServing
+from aligner_proxy.server.serving.base import Route, ServedModels
+from aligner_proxy.server.serving.chat import ChatServing
+from aligner_proxy.server.serving.completions import CompletionServing
 from aligner_proxy.server.settings import RouteSettings, Settings
 from aligner_proxy.server.upstream import EmbeddedUpstream, OpenAIUpstream, Upstream
 
@@ -27,9 +30,14 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class Components:
-    """Everything a running proxy holds; :meth:`aclose` releases it."""
+    """Everything a running proxy holds: the served models, the pipeline, one serving object per
+    endpoint; :meth:`aclose` releases it."""
 
-    service: ProxyService
+    models: ServedModels
+    pipeline: AlignmentPipeline
+    chat: ChatServing
+    completions: CompletionServing
+    aligner: AlignerServing
     closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
 
     async def aclose(self) -> None:
@@ -60,24 +68,32 @@ def build_upstream(settings: Settings, route: RouteSettings, loader: ModelLoader
 def assemble(
     settings: Settings, metrics: Metrics, *, pipeline: AlignmentPipeline, upstreams: dict[str, Upstream]
 ) -> Components:
-    """Wire a pipeline and one upstream per route into the service."""
-    routes = [
-        Route(
-            name=r.name,
-            upstream=upstreams[r.name],
-            upstream_model=r.name if r.upstream.embedded else r.upstream.model,
-            policy=r.aligner.to_config(),
-        )
-        for r in settings.routes()
-    ]
-    service = ProxyService(routes, pipeline, metrics, keepalive_s=settings.keepalive_interval_s)
+    """Wire a pipeline and one upstream per route into the serving classes."""
+    models = ServedModels(
+        [
+            Route(
+                name=r.name,
+                upstream=upstreams[r.name],
+                upstream_model=r.name if r.upstream.embedded else r.upstream.model,
+                policy=r.aligner.to_config(),
+            )
+            for r in settings.routes()
+        ]
+    )
     closers: list[Callable[[], Awaitable[None]]] = [u.aclose for u in upstreams.values()]
     closers.append(pipeline.aclose)
-    return Components(service=service, closers=closers)
+    return Components(
+        models=models,
+        pipeline=pipeline,
+        chat=ChatServing(models, pipeline, metrics, keepalive_s=settings.keepalive_interval_s),
+        completions=CompletionServing(models, pipeline, metrics, keepalive_s=settings.keepalive_interval_s),
+        aligner=AlignerServing(pipeline),
+        closers=closers,
+    )
 
 
 def build_components(settings: Settings, metrics: Metrics) -> Components:
-    """Load every model the settings name (blocking) and wire the service."""
+    """Load every model the settings name (blocking) and wire the serving classes."""
     core = settings.core_config()
     loader = ModelLoader(core)
     pipeline = load_pipeline(core, loader)

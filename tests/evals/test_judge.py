@@ -80,9 +80,10 @@ async def test_openai_judge_over_http_sends_both_orders_and_caches(judge_app: Fa
     try:
         assert await judge_both_orders(judge, "How do I bake bread?", "Mix flour.", "Mix flour and water.") == 0.0
         assert len(judge_app.state.bodies) == 2
-        first, second = (b["messages"][0]["content"] for b in judge_app.state.bodies)
-        assert first.index("Mix flour.") < first.index("Mix flour and water.")
-        assert second.index("Mix flour and water.") < second.index("Mix flour.\n")
+        # Both orders, in whichever order the two concurrent requests arrived.
+        texts = [b["messages"][0]["content"] for b in judge_app.state.bodies]
+        a_first = [text.index("Mix flour.\n") < text.index("Mix flour and water.") for text in texts]
+        assert sorted(a_first) == [False, True]
         assert all(b["model"] == "judge-model" and b["temperature"] == 0.0 for b in judge_app.state.bodies)
         await judge_both_orders(judge, "How do I bake bread?", "Mix flour.", "Mix flour and water.")
         assert len(judge_app.state.bodies) == 2  # from the cache

@@ -1,5 +1,5 @@
-"""Fakes for proxy tests: a fake OpenAI-compatible upstream app, fake generators and scorers,
-and a helper that serves any ASGI app on a real 127.0.0.1 socket."""
+"""Fakes for proxy tests: a fake OpenAI-compatible upstream (an app, and the same answers in
+process), fake generators and scorers, and a helper that serves any ASGI app on a real 127.0.0.1 socket."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import asyncio
 import json
 import threading
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, Literal
 
@@ -16,6 +16,16 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from aligner_proxy.core.generation import ChatMessage, Generation, GenerationParams
+from aligner_proxy.server.errors import UpstreamUnavailableError
+from aligner_proxy.server.protocol import (
+    ChatCompletionChunk,
+    ChatCompletionRequest,
+    ChatCompletionResponse,
+    CompletionChunk,
+    CompletionRequest,
+    CompletionResponse,
+)
+from aligner_proxy.server.upstream import ChunkT, StreamEvent
 
 HARMFUL_ANSWER = "Sure! Mix the explosive powder with fuel in a pipe and light it."
 BENIGN_ANSWER = "Bread needs flour, water, salt and yeast | bake at 220 C."
@@ -25,6 +35,76 @@ CORRECTION = "I can't help with making weapons. If you are worried about safety,
 def upstream_answer(messages: list[dict[str, Any]]) -> str:
     last = str(messages[-1].get("content", ""))
     return HARMFUL_ANSWER if "bomb" in last.lower() else BENIGN_ANSWER
+
+
+def chat_choices(body: dict[str, Any]) -> list[dict[str, Any]]:
+    """The canned choices of a chat request: a tool call for the weather tool, else ``n`` answers."""
+    last = str(body["messages"][-1].get("content", ""))
+    if "weather tool" in last:
+        call = {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": "{}"}}
+        message = {"role": "assistant", "content": None, "tool_calls": [call]}
+        return [{"index": 0, "message": message, "finish_reason": "tool_calls"}]
+    answer = upstream_answer(body["messages"])
+    return [
+        {"index": i, "message": {"role": "assistant", "content": answer}, "finish_reason": "stop", "logprobs": None}
+        for i in range(int(body.get("n", 1)))
+    ]
+
+
+def _envelope(chunk_id: str, kind: str, model: str, **fields: Any) -> dict[str, Any]:
+    """An OpenAI response or chunk: its id, object kind, creation time and model, then ``fields``."""
+    return {"id": chunk_id, "object": kind, "created": 1, "model": model, **fields}
+
+
+def chat_response(body: dict[str, Any]) -> dict[str, Any]:
+    usage = {"prompt_tokens": 7, "completion_tokens": 11, "total_tokens": 18}
+    choices = chat_choices(body)
+    return _envelope(
+        "chatcmpl-up", "chat.completion", body["model"], choices=choices, usage=usage, system_fingerprint="fp_fake"
+    )
+
+
+def chat_stream_payloads(body: dict[str, Any]) -> list[str]:
+    """The ``data:`` payloads of a streamed chat answer: per choice its role, its words, its finish."""
+    payloads = []
+    for choice in chat_choices(body):
+        index = choice["index"]
+        message = choice["message"]
+        head = {"role": "assistant", "content": ""}
+        if message.get("tool_calls"):
+            head = {"role": "assistant", "tool_calls": message["tool_calls"]}
+        payloads.append(_chunk(body["model"], index, head))
+        for word in (message.get("content") or "").split(" "):
+            payloads.append(_chunk(body["model"], index, {"content": word + " "}))
+        payloads.append(_chunk(body["model"], index, {}, choice["finish_reason"]))
+    return payloads
+
+
+def completion_choices(body: dict[str, Any]) -> list[dict[str, Any]]:
+    prompts = body["prompt"] if isinstance(body["prompt"], list) else [body["prompt"]]
+    texts = [HARMFUL_ANSWER if "bomb" in p.lower() else BENIGN_ANSWER for p in prompts]
+    return [{"index": i, "text": t, "finish_reason": "stop", "logprobs": None} for i, t in enumerate(texts)]
+
+
+def completion_response(body: dict[str, Any]) -> dict[str, Any]:
+    usage = {"prompt_tokens": 3, "completion_tokens": 9, "total_tokens": 12}
+    return _envelope("cmpl-up", "text_completion", body["model"], choices=completion_choices(body), usage=usage)
+
+
+def completion_stream_payloads(body: dict[str, Any]) -> list[str]:
+    """The ``data:`` payloads of streamed completions: each choice's words, no finish chunk."""
+    return [
+        json.dumps(
+            _envelope(
+                "cmpl-up",
+                "text_completion",
+                body["model"],
+                choices=[{"index": choice["index"], "text": word + " ", "finish_reason": None}],
+            )
+        )
+        for choice in completion_choices(body)
+        for word in choice["text"].split(" ")
+    ]
 
 
 def fake_upstream_app(*, fail_times: int = 0, delay_s: float = 0.0) -> FastAPI:
@@ -49,98 +129,91 @@ def fake_upstream_app(*, fail_times: int = 0, delay_s: float = 0.0) -> FastAPI:
             )
         if delay_s:
             await asyncio.sleep(delay_s)
-        last = str(body["messages"][-1].get("content", ""))
-        n = int(body.get("n", 1))
-        if "weather tool" in last:
-            call = {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": "{}"}}
-            choices = [
-                {
-                    "index": 0,
-                    "message": {"role": "assistant", "content": None, "tool_calls": [call]},
-                    "finish_reason": "tool_calls",
-                }
-            ]
-        else:
-            answer = upstream_answer(body["messages"])
-            choices = [
-                {
-                    "index": i,
-                    "message": {"role": "assistant", "content": answer},
-                    "finish_reason": "stop",
-                    "logprobs": None,
-                }
-                for i in range(n)
-            ]
         if not body.get("stream"):
-            return {
-                "id": "chatcmpl-up",
-                "object": "chat.completion",
-                "created": 1,
-                "model": body["model"],
-                "choices": choices,
-                "usage": {"prompt_tokens": 7, "completion_tokens": 11, "total_tokens": 18},
-                "system_fingerprint": "fp_fake",
-            }
-
-        async def events() -> AsyncIterator[str]:
-            for choice in choices:
-                index = choice["index"]
-                message = choice["message"]
-                head = {"role": "assistant", "content": ""}
-                if message.get("tool_calls"):
-                    head = {"role": "assistant", "tool_calls": message["tool_calls"]}
-                yield _chunk(body["model"], index, head)
-                for word in (message.get("content") or "").split(" "):
-                    yield _chunk(body["model"], index, {"content": word + " "})
-                yield _chunk(body["model"], index, {}, choice["finish_reason"])
-            yield "data: [DONE]\n\n"
-
-        return StreamingResponse(events(), media_type="text/event-stream")
+            return chat_response(body)
+        return _event_stream(chat_stream_payloads(body))
 
     @app.post("/v1/completions")
     async def completions(request: Request) -> Any:
         body = await request.json()
         app.state.bodies.append(body)
-        prompts = body["prompt"] if isinstance(body["prompt"], list) else [body["prompt"]]
-        texts = [HARMFUL_ANSWER if "bomb" in p.lower() else BENIGN_ANSWER for p in prompts]
-        choices = [{"index": i, "text": t, "finish_reason": "stop", "logprobs": None} for i, t in enumerate(texts)]
         if not body.get("stream"):
-            return {
-                "id": "cmpl-up",
-                "object": "text_completion",
-                "created": 1,
-                "model": body["model"],
-                "choices": choices,
-                "usage": {"prompt_tokens": 3, "completion_tokens": 9, "total_tokens": 12},
-            }
-
-        async def events() -> AsyncIterator[str]:
-            for choice in choices:
-                for word in choice["text"].split(" "):
-                    payload = {
-                        "id": "cmpl-up",
-                        "object": "text_completion",
-                        "created": 1,
-                        "model": body["model"],
-                        "choices": [{"index": choice["index"], "text": word + " ", "finish_reason": None}],
-                    }
-                    yield f"data: {json.dumps(payload)}\n\n"
-            yield "data: [DONE]\n\n"
-
-        return StreamingResponse(events(), media_type="text/event-stream")
+            return completion_response(body)
+        return _event_stream(completion_stream_payloads(body))
 
     return app
 
 
+def _event_stream(payloads: list[str]) -> StreamingResponse:
+    async def events() -> AsyncIterator[str]:
+        for payload in payloads:
+            yield f"data: {payload}\n\n"
+        yield "data: [DONE]\n\n"
+
+    return StreamingResponse(events(), media_type="text/event-stream")
+
+
 def _chunk(model: str, index: int, delta: dict[str, Any], finish: str | None = None) -> str:
-    payload = {
-        "id": "chatcmpl-up",
-        "object": "chat.completion.chunk",
-        "created": 1,
-        "model": model,
-        "choices": [{"index": index, "delta": delta, "finish_reason": finish}],
-    }
-    return f"data: {json.dumps(payload)}\n\n"
+    choices = [{"index": index, "delta": delta, "finish_reason": finish}]
+    return json.dumps(_envelope("chatcmpl-up", "chat.completion.chunk", model, choices=choices))
+
+
+class FakeUpstream:
+    """The canned answers of :func:`fake_upstream_app` in process, as the serving layer's
+    :class:`~aligner_proxy.server.upstream.Upstream`: no socket. ``delay_s`` holds every answer;
+    ``fail_after`` raises ``failure`` once that many stream events went out."""
+
+    def __init__(self, *, delay_s: float = 0.0, fail_after: int | None = None, failure: Exception | None = None):
+        self.delay_s = delay_s
+        self.fail_after = fail_after
+        self.failure = failure or UpstreamUnavailableError("the upstream dropped the stream")
+        self.bodies: list[dict[str, Any]] = []
+        self.streams_closed = 0
+
+    async def _receive(self, body: dict[str, Any]) -> None:
+        self.bodies.append(body)
+        if self.delay_s:
+            await asyncio.sleep(self.delay_s)
+
+    async def chat(self, request: ChatCompletionRequest, model: str) -> ChatCompletionResponse:
+        body = request.upstream_body(model)
+        await self._receive(body)
+        return ChatCompletionResponse.model_validate(chat_response(body))
+
+    async def completion(self, request: CompletionRequest, model: str) -> CompletionResponse:
+        body = request.upstream_body(model)
+        await self._receive(body)
+        return CompletionResponse.model_validate(completion_response(body))
+
+    def chat_stream(
+        self, request: ChatCompletionRequest, model: str
+    ) -> AsyncGenerator[StreamEvent[ChatCompletionChunk], None]:
+        body = request.upstream_body(model)
+        return self._stream(body, chat_stream_payloads, ChatCompletionChunk)
+
+    def completion_stream(
+        self, request: CompletionRequest, model: str
+    ) -> AsyncGenerator[StreamEvent[CompletionChunk], None]:
+        body = request.upstream_body(model)
+        return self._stream(body, completion_stream_payloads, CompletionChunk)
+
+    async def _stream(
+        self,
+        body: dict[str, Any],
+        payloads: Callable[[dict[str, Any]], list[str]],
+        chunk_type: type[ChunkT],
+    ) -> AsyncGenerator[StreamEvent[ChunkT], None]:
+        await self._receive(body)
+        try:
+            for sent, payload in enumerate(payloads(body)):
+                if sent == self.fail_after:
+                    raise self.failure
+                yield StreamEvent(payload, chunk_type.model_validate_json(payload))
+        finally:
+            self.streams_closed += 1
+
+    async def aclose(self) -> None:
+        return None
 
 
 @contextmanager

@@ -1,8 +1,9 @@
-"""Build a proxy app over fakes and serve it on a real socket."""
+"""Build the proxy over fakes: its components, its app, or the app served on a real socket."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import json
+from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -11,20 +12,21 @@ from aligner_proxy.server.app import create_app
 from aligner_proxy.server.metrics import Metrics
 from aligner_proxy.server.settings import Settings
 from aligner_proxy.server.upstream import EmbeddedUpstream, OpenAIUpstream, Upstream
-from aligner_proxy.server.wiring import assemble
+from aligner_proxy.server.wiring import Components, assemble
 from tests.proxy.fakes import FakeCorrectorGenerator, FakeScorer, serve
 
 MODEL = "fake-model"
 
 
-def proxy_app(
-    upstream_url: str,
+def proxy_components(
+    upstream_url: str = "http://unused",
     *,
     scorer: Any | None = None,
     generator: Any | None = None,
     upstream: Upstream | None = None,
     **settings: Any,
-) -> Any:
+) -> tuple[Settings, Components, Metrics]:
+    """The proxy's components over fakes, wired as ``aligner-proxy serve`` wires them, and no app."""
     aligner = settings.pop("aligner", {})
     config = Settings(
         served_model_name=MODEL,
@@ -44,7 +46,11 @@ def proxy_app(
     upstreams: dict[str, Upstream] = {
         route.name: upstream or OpenAIUpstream(route.upstream.base_url or "", retries=config.upstream_retries)
     }
-    components = assemble(config, metrics, pipeline=pipeline, upstreams=upstreams)
+    return config, assemble(config, metrics, pipeline=pipeline, upstreams=upstreams), metrics
+
+
+def proxy_app(upstream_url: str, **kw: Any) -> Any:
+    config, components, metrics = proxy_components(upstream_url, **kw)
     return create_app(config, components, metrics=metrics)
 
 
@@ -52,3 +58,14 @@ def proxy_app(
 def running_proxy(upstream_url: str, **kw: Any) -> Iterator[str]:
     with serve(proxy_app(upstream_url, **kw)) as url:
         yield url
+
+
+async def collect(events: AsyncIterator[str]) -> list[str]:
+    """Every SSE event of a stream, as sent."""
+    return [event async for event in events]
+
+
+def data(events: list[str]) -> list[Any]:
+    """The ``data:`` payloads of ``events``, parsed (``[DONE]`` stays a string); comments are left out."""
+    payloads = [event.removeprefix("data: ").rstrip("\n") for event in events if event.startswith("data: ")]
+    return [payload if payload == "[DONE]" else json.loads(payload) for payload in payloads]

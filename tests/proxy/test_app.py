@@ -47,8 +47,8 @@ def test_tiny_models_end_to_end(tiny_lm_dir: Path, tiny_classifier_dir: Path, tm
     with serve(app) as url:
         wait_ready(url, 60)
         components = app.state.proxy.components
-        upstream_model = components.service.routes["tiny"].upstream.generator._loaded.base_model
-        corrector_model = components.service.pipeline.corrector.generator._loaded.base_model
+        upstream_model = components.models.routes["tiny"].upstream.generator._loaded.base_model
+        corrector_model = components.pipeline.corrector.generator._loaded.base_model
         assert upstream_model is corrector_model  # one base, loaded once
 
         client = openai.OpenAI(base_url=url + "/v1", api_key="x", max_retries=0)

@@ -1,13 +1,16 @@
-"""The alignment policy on its own: modes, keep-best, block, and the failure policy."""
+"""The alignment policy on its own: modes, keep-best, block, the failure policy, and streamed answers."""
 
 from __future__ import annotations
+
+import asyncio
+from contextlib import aclosing
 
 import pytest
 
 from aligner_proxy.core.corrector import CorrectionInput
 from aligner_proxy.core.errors import AlignmentError
 from aligner_proxy.core.loading import CoreConfig, make_pipeline
-from aligner_proxy.core.policy import AlignmentPipeline, PolicyConfig
+from aligner_proxy.core.policy import AlignmentPipeline, CorrectionStream, Outcome, PolicyConfig
 from tests.proxy.fakes import CORRECTION, HARMFUL_ANSWER, FakeCorrectorGenerator, FakeScorer
 
 BENIGN = "Water boils at 100 C at sea level."
@@ -114,9 +117,122 @@ async def test_failure_policy(scorer: FakeScorer, generator: FakeCorrectorGenera
 
 
 async def test_concurrent_calls_share_scorer_batches() -> None:
-    import asyncio
-
     scorer = FakeScorer()
     p = pipeline(scorer)
     await asyncio.gather(*(p.align(items(BENIGN), PolicyConfig()) for _ in range(6)))
     assert max(scorer.calls) > 1  # several requests were scored in one call
+
+
+# ------------------------------------------------------------------ streamed answers
+
+
+async def streamed(
+    p: AlignmentPipeline, answer: str, config: PolicyConfig
+) -> tuple[list[str], CorrectionStream, Outcome]:
+    """Assess ``answer``, stream its final text; the pieces, the stream, and the assessed outcome."""
+    [assessed] = await p.assess(items(answer), ["q?"], config)
+    stream = p.stream_correction(items(answer)[0], "q?", assessed, config)
+    async with aclosing(stream):
+        pieces = [piece async for piece in stream]
+    return pieces, stream, assessed
+
+
+async def test_a_passing_answer_streams_as_it_was_in_one_piece() -> None:
+    pieces, stream, _ = await streamed(pipeline(), BENIGN, PolicyConfig())
+    assert pieces == [BENIGN] and stream.outcome.status == "passed"
+
+
+async def test_a_relayed_correction_streams_piece_by_piece_and_is_rescored() -> None:
+    pieces, stream, assessed = await streamed(pipeline(), HARMFUL_ANSWER, PolicyConfig(block=False))
+    assert len(pieces) > 1 and "".join(pieces) == CORRECTION
+    assert stream.outcome.status == "modified" and stream.outcome.text == CORRECTION
+    assert (stream.outcome.cost_before, stream.outcome.cost_after) == (4.0, -4.0)
+    assert assessed.status == "passed" and assessed.text == HARMFUL_ANSWER  # the assessment is left as it was
+
+
+async def test_a_relayed_correction_still_above_the_threshold_is_flagged_as_sent() -> None:
+    scorer = FakeScorer(costs={CORRECTION: 2.0})
+    pieces, stream, _ = await streamed(pipeline(scorer), HARMFUL_ANSWER, PolicyConfig(block=False))
+    assert "".join(pieces) == CORRECTION and stream.outcome.status == "flagged"
+
+
+async def test_with_block_the_whole_correction_is_judged_before_one_piece_is_sent() -> None:
+    config = PolicyConfig(block=True, block_message="Blocked.")
+    pieces, stream, _ = await streamed(pipeline(FakeScorer(costs={CORRECTION: 2.0})), HARMFUL_ANSWER, config)
+    assert pieces == ["Blocked."] and stream.outcome.status == "blocked"
+    pieces, stream, _ = await streamed(pipeline(), HARMFUL_ANSWER, config)
+    assert pieces == [CORRECTION] and stream.outcome.status == "modified"
+
+
+async def test_an_empty_streamed_correction_sends_the_original() -> None:
+    p = pipeline(generator=FakeCorrectorGenerator(behaviour="empty"))
+    pieces, stream, _ = await streamed(p, HARMFUL_ANSWER, PolicyConfig(block=False))
+    assert pieces == [HARMFUL_ANSWER]
+    assert stream.outcome.status == "flagged" and stream.outcome.cost_after == 4.0  # judged on the original
+
+
+@pytest.mark.parametrize("behaviour", ["raise", "hang"])
+async def test_a_failure_before_the_first_piece_follows_the_failure_policy(behaviour: str) -> None:
+    p = pipeline(generator=FakeCorrectorGenerator(behaviour=behaviour), timeout_s=0.3)  # type: ignore[arg-type]
+    pieces, stream, _ = await streamed(p, HARMFUL_ANSWER, PolicyConfig(block=False, failure_policy="fail_open"))
+    assert pieces == [HARMFUL_ANSWER]
+    assert stream.outcome.status == "unchecked" and stream.outcome.error
+    assert stream.outcome.cost_before == 4.0  # the assessment is still reported
+    with pytest.raises(AlignmentError, match="fails closed"):
+        await streamed(p, HARMFUL_ANSWER, PolicyConfig(block=False, failure_policy="fail_closed"))
+
+
+@pytest.mark.parametrize("policy", ["fail_open", "fail_closed"])
+@pytest.mark.parametrize(
+    "generator",
+    [FakeCorrectorGenerator(behaviour="raise_midstream"), FakeCorrectorGenerator(word_delay_s=0.15)],
+    ids=["dies", "times-out"],
+)
+async def test_a_failure_after_the_first_piece_ends_the_stream_whatever_the_policy(
+    policy: str, generator: FakeCorrectorGenerator
+) -> None:
+    p = pipeline(generator=generator, timeout_s=0.4)
+    config = PolicyConfig(block=False, failure_policy=policy)  # type: ignore[arg-type]
+    [assessed] = await p.assess(items(HARMFUL_ANSWER), ["q?"], config)
+    stream = p.stream_correction(items(HARMFUL_ANSWER)[0], "q?", assessed, config)
+    sent: list[str] = []
+    with pytest.raises(AlignmentError, match="mid-stream"):
+        async with aclosing(stream):
+            async for piece in stream:
+                sent.append(piece)
+    assert sent and CORRECTION.startswith("".join(sent)) and "".join(sent) != CORRECTION
+    assert stream.outcome.status == "unchecked" and stream.outcome.text == "".join(sent) and stream.outcome.error
+
+
+async def test_the_time_limit_counts_the_correctors_time_not_the_callers() -> None:
+    p = pipeline(timeout_s=0.2)
+    config = PolicyConfig(block=False)
+    [assessed] = await p.assess(items(HARMFUL_ANSWER), ["q?"], config)
+    stream = p.stream_correction(items(HARMFUL_ANSWER)[0], "q?", assessed, config)
+    pieces = []
+    async with aclosing(stream):
+        async for piece in stream:
+            pieces.append(piece)
+            await asyncio.sleep(0.03)  # a slow client: all the pieces take longer than the limit
+    assert "".join(pieces) == CORRECTION and stream.outcome.status == "modified"
+
+
+async def test_closing_a_stream_early_stops_the_corrector() -> None:
+    generator = FakeCorrectorGenerator()
+    p = pipeline(generator=generator)
+    config = PolicyConfig(block=False)
+    [assessed] = await p.assess(items(HARMFUL_ANSWER), ["q?"], config)
+    stream = p.stream_correction(items(HARMFUL_ANSWER)[0], "q?", assessed, config)
+    async with aclosing(stream):
+        async for _piece in stream:
+            break
+    assert generator.streams_closed == 1
+
+
+async def test_assessment_follows_the_failure_policy() -> None:
+    p = pipeline(FakeScorer("raise"))
+    outcomes = await p.assess(items(HARMFUL_ANSWER, BENIGN), ["q?", "q?"], PolicyConfig(failure_policy="fail_open"))
+    assert [o.status for o in outcomes] == ["unchecked", "unchecked"]
+    assert not any(o.needs_correction for o in outcomes)
+    with pytest.raises(AlignmentError):
+        await p.assess(items(HARMFUL_ANSWER), ["q?"], PolicyConfig(failure_policy="fail_closed"))

@@ -239,7 +239,7 @@ def test_upstream_down_is_503_and_upstream_4xx_is_relayed(upstream_url: str) -> 
         assert response.status_code == 503
         assert response.json()["error"]["code"] == "upstream_unavailable"
     app = proxy_app(upstream_url)
-    app.state.proxy.components.service.routes[MODEL].upstream_model = "missing"
+    app.state.proxy.components.models.routes[MODEL].upstream_model = "missing"
     with serve(app) as url:
         response = httpx.post(url + "/v1/chat/completions", json={"model": MODEL, "messages": BREAD})
         assert response.status_code == 404
