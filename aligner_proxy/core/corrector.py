@@ -152,3 +152,12 @@ def _special_tokens(generator: TextGenerator) -> list[str]:
         logger.warning("ignoring %s.special_tokens: expected a list of strings", type(generator).__name__)
         return []
     return list(tokens)
+
+
+def question_text(question: object) -> str:
+    """The text a scorer sees as the prompt: the question, or a chat's last user turn."""
+    if isinstance(question, str):
+        return question
+    # A chat history: score against the last user turn, which is what the answer answers.
+    turns = [getattr(message, "content", "") for message in question if getattr(message, "role", "") == "user"]  # type: ignore[attr-defined]
+    return str(turns[-1]) if turns else ""

@@ -36,16 +36,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Hashable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from contextlib import aclosing
 from dataclasses import dataclass, field, replace
-from typing import Any, TypeVar
+from typing import TypeVar
 
-from aligner_proxy.core.corrector import CorrectionInput, Corrector
+from aligner_proxy.core.corrector import CorrectionInput, Corrector, question_text
 from aligner_proxy.core.errors import AlignmentError
-from aligner_proxy.core.microbatch import MicroBatcher
-from aligner_proxy.core.scorer import CostScorer, default_threshold
-from aligner_proxy.core.vocabulary import DEFAULT_BLOCK_MESSAGE, FailurePolicy, Mode, Status
+from aligner_proxy.core.scorer import AsyncScorer
+from aligner_proxy.core.vocabulary import FailurePolicy, Mode, Outcome, PolicyConfig, Status
 
 logger = logging.getLogger(__name__)
 
@@ -61,83 +60,6 @@ __all__ = [
     "PolicyConfig",
     "Status",
 ]
-
-
-@dataclass(frozen=True)
-class PolicyConfig:
-    """How one request's answers are aligned. The defaults are the proxy's route defaults."""
-
-    mode: Mode = "gated"
-    threshold: float | None = None  # None: the scorer's calibrated default
-    block: bool = True  # on by default: training/choose_policy.py measured the trade-off
-    block_message: str = DEFAULT_BLOCK_MESSAGE
-    failure_policy: FailurePolicy = "fail_open"
-
-    def with_overrides(
-        self,
-        *,
-        mode: Mode | None = None,
-        threshold: float | None = None,
-        block: bool | None = None,
-        failure_policy: FailurePolicy | None = None,
-    ) -> PolicyConfig:
-        """This config with a request's options applied: ``None`` keeps this config's value."""
-        return PolicyConfig(
-            mode=mode or self.mode,
-            threshold=self.threshold if threshold is None else threshold,
-            block=self.block if block is None else block,
-            block_message=self.block_message,
-            failure_policy=failure_policy or self.failure_policy,
-        )
-
-
-@dataclass
-class Outcome:
-    """The policy's verdict on one answer. ``text`` is what the client receives."""
-
-    status: Status
-    text: str
-    original: str
-    cost_before: float | None = None
-    cost_after: float | None = None
-    corrector_prompt_tokens: int = 0
-    corrector_completion_tokens: int = 0
-    scorer_ms: float = 0.0
-    corrector_ms: float = 0.0
-    error: str | None = None
-    needs_correction: bool = False
-
-
-class AsyncScorer:
-    """A blocking :class:`CostScorer` made awaitable, with concurrent calls batched together."""
-
-    def __init__(self, scorer: CostScorer, batcher_kw: dict[str, Any] | None = None) -> None:
-        self.scorer = scorer
-        self._batcher: MicroBatcher[tuple[str, str], float] = MicroBatcher(
-            self._score_batch, name=f"scorer:{scorer.model_id}", **(batcher_kw or {})
-        )
-
-    @property
-    def model_id(self) -> str:
-        return self.scorer.model_id
-
-    @property
-    def default_threshold(self) -> float:
-        """The scorer's calibrated threshold, or ``0.0`` (the cost scale's natural gate) if it has none."""
-        return default_threshold(self.scorer)
-
-    def _score_batch(self, _key: Hashable, pairs: list[tuple[str, str]]) -> list[float]:
-        prompts = [prompt for prompt, _ in pairs]
-        completions = [completion for _, completion in pairs]
-        return [float(cost) for cost in self.scorer.score(prompts, completions)]
-
-    async def score(self, prompts: list[str], completions: list[str]) -> list[float]:
-        if len(prompts) != len(completions):
-            raise ValueError(f"{len(prompts)} prompts but {len(completions)} completions")
-        return await self._batcher.submit(list(zip(prompts, completions, strict=True)))
-
-    def close(self) -> None:
-        self._batcher.close()
 
 
 @dataclass
@@ -441,12 +363,3 @@ def _take_correction(outcome: Outcome, correction: str, cost: float | None, *, k
 
 async def _one_piece(text: str) -> AsyncGenerator[str, None]:
     yield text
-
-
-def question_text(question: object) -> str:
-    """The text a scorer sees as the prompt: the question, or a chat's last user turn."""
-    if isinstance(question, str):
-        return question
-    # A chat history: score against the last user turn, which is what the answer answers.
-    turns = [getattr(message, "content", "") for message in question if getattr(message, "role", "") == "user"]  # type: ignore[attr-defined]
-    return str(turns[-1]) if turns else ""

@@ -12,8 +12,10 @@ every backend.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from typing import Any, Protocol, runtime_checkable
+
+from aligner_proxy.core.microbatch import MicroBatcher
 
 
 @runtime_checkable
@@ -43,3 +45,35 @@ def score_batched(
         end = start + batch_size
         costs.extend(scorer.score(list(prompts[start:end]), list(completions[start:end])))
     return costs
+
+
+class AsyncScorer:
+    """A blocking :class:`CostScorer` made awaitable, with concurrent calls batched together."""
+
+    def __init__(self, scorer: CostScorer, batcher_kw: dict[str, Any] | None = None) -> None:
+        self.scorer = scorer
+        self._batcher: MicroBatcher[tuple[str, str], float] = MicroBatcher(
+            self._score_batch, name=f"scorer:{scorer.model_id}", **(batcher_kw or {})
+        )
+
+    @property
+    def model_id(self) -> str:
+        return self.scorer.model_id
+
+    @property
+    def default_threshold(self) -> float:
+        """The scorer's calibrated threshold, or ``0.0`` (the cost scale's natural gate) if it has none."""
+        return default_threshold(self.scorer)
+
+    def _score_batch(self, _key: Hashable, pairs: list[tuple[str, str]]) -> list[float]:
+        prompts = [prompt for prompt, _ in pairs]
+        completions = [completion for _, completion in pairs]
+        return [float(cost) for cost in self.scorer.score(prompts, completions)]
+
+    async def score(self, prompts: list[str], completions: list[str]) -> list[float]:
+        if len(prompts) != len(completions):
+            raise ValueError(f"{len(prompts)} prompts but {len(completions)} completions")
+        return await self._batcher.submit(list(zip(prompts, completions, strict=True)))
+
+    def close(self) -> None:
+        self._batcher.close()
