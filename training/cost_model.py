@@ -49,6 +49,7 @@ from aligner_proxy.core.backends.classifier import fit_scoring_text
 from aligner_proxy.core.files import read_jsonl_models
 from aligner_proxy.core.models import DEFAULT_CACHE_DIR
 from aligner_proxy.core.scorer import CostScorer
+from training.args import LoraArguments, lora_config
 from training.data.records import PreferencePair, SafetyLabel
 
 logger = logging.getLogger(__name__)
@@ -58,8 +59,11 @@ TRAINING_FILE = "training.json"
 
 
 @dataclass
-class CostModelConfig:
-    """Everything a cost-model run needs; the YAML config and the CLI flags map onto these fields."""
+class CostModelConfig(LoraArguments):
+    """Everything a cost-model run needs; the YAML config and the CLI flags map onto these fields.
+
+    The LoRA fields (:class:`~training.args.LoraArguments`) apply to the ``smollm2-lora`` design.
+    """
 
     backbone: Backbone = field(
         default="minilm-head", metadata={"help": "'smollm2-lora' (LoRA classifier) or 'minilm-head' (frozen encoder)."}
@@ -96,13 +100,6 @@ class CostModelConfig:
     eval_batch_size: int = field(default=16, metadata={"help": "Batch size when scoring for the metrics."})
     hidden_dim: int = field(default=256, metadata={"help": "minilm-head: hidden width; 0 for a linear head."})
     dropout: float = field(default=0.1, metadata={"help": "minilm-head: dropout in the head."})
-    lora_r: int = field(default=16, metadata={"help": "smollm2-lora: LoRA rank."})
-    lora_alpha: int = field(default=32, metadata={"help": "smollm2-lora: LoRA alpha."})
-    lora_dropout: float = field(default=0.05, metadata={"help": "smollm2-lora: LoRA dropout."})
-    lora_target_modules: list[str] = field(
-        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"],
-        metadata={"help": "smollm2-lora: modules that get LoRA adapters."},
-    )
     lora_last_layers: int | None = field(
         default=None,
         metadata={"help": "smollm2-lora: LoRA only on the last N decoder layers (backward stops there). None: all."},
@@ -240,7 +237,7 @@ def _trainer_class() -> type:
 
 def _train_smollm2(config: CostModelConfig, items: list[CostItem], out: Path) -> tuple[int, dict[str, Any]]:
     import torch
-    from peft import LoraConfig, get_peft_model
+    from peft import get_peft_model
     from transformers import AutoModelForSequenceClassification, TrainingArguments
 
     from aligner_proxy.core.models import torch_dtype
@@ -249,15 +246,7 @@ def _train_smollm2(config: CostModelConfig, items: list[CostItem], out: Path) ->
     path, tokenizer = resolve_with_tokenizer(config.model, Path(config.cache_dir))
     model: Any = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1, dtype=torch.float32)
     model.config.pad_token_id = tokenizer.pad_token_id
-    lora = LoraConfig(
-        task_type="SEQ_CLS",
-        r=config.lora_r,
-        lora_alpha=config.lora_alpha,
-        lora_dropout=config.lora_dropout,
-        target_modules=list(config.lora_target_modules),
-        modules_to_save=["score"],
-        **_last_layers(model, config.lora_last_layers),
-    )
+    lora = lora_config(config, "SEQ_CLS", modules_to_save=["score"], **_last_layers(model, config.lora_last_layers))
     model = get_peft_model(model, lora)
     checkpoints = out / "checkpoints"
     args = TrainingArguments(

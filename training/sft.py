@@ -33,8 +33,8 @@ from typing import Any, Literal
 from aligner_proxy.core.corrector import CorrectionInput, Corrector
 from aligner_proxy.core.files import read_jsonl_models
 from aligner_proxy.core.generation import Generation, GenerationParams
-from aligner_proxy.core.models import DEFAULT_CACHE_DIR
 from aligner_proxy.core.prompt import PromptRenderError
+from training.args import ATTENTION_MODULES, MLP_MODULES, ModelArguments, peft_config, shared_help
 from training.data.records import CorrectionTriple
 from training.trainers import (
     attach_loss_logger,
@@ -48,24 +48,17 @@ logger = logging.getLogger(__name__)
 
 
 @dataclass
-class CorrectorSFTConfig:
+class CorrectorSFTConfig(ModelArguments):
     """Everything a corrector SFT run needs; the YAML config and the CLI flags map onto these fields."""
 
-    model: str = field(default="smollm2", metadata={"help": "Base causal LM spec (alias, local dir or Hub id)."})
+    lora_target_modules: list[str] = field(
+        default_factory=lambda: [*ATTENTION_MODULES, *MLP_MODULES], metadata=shared_help("lora_target_modules")
+    )
     train_file: str = field(default="runs/corpus/train.jsonl", metadata={"help": "CorrectionTriple JSONL."})
     validation_file: str | None = field(
         default="runs/corpus/validation.jsonl", metadata={"help": "CorrectionTriple JSONL for eval loss. Empty: none."}
     )
     output_dir: str = field(default="runs/corrector", metadata={"help": "Final adapter/model, tokenizer and card."})
-    cache_dir: str = field(default=str(DEFAULT_CACHE_DIR), metadata={"help": "Model cache (converted SmolLM2)."})
-    use_lora: bool = field(default=True, metadata={"help": "Train a LoRA adapter (else full fine-tuning)."})
-    lora_r: int = field(default=16, metadata={"help": "LoRA rank."})
-    lora_alpha: int = field(default=32, metadata={"help": "LoRA alpha (scale = alpha / r)."})
-    lora_dropout: float = field(default=0.05, metadata={"help": "LoRA dropout."})
-    lora_target_modules: list[str] = field(
-        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
-        metadata={"help": "Modules that get LoRA adapters (attention + MLP by default)."},
-    )
     save_dtype: Literal["float32", "bfloat16", "float16"] = field(
         default="float32", metadata={"help": "dtype of the saved LoRA weights (bfloat16 halves the adapter)."}
     )
@@ -251,7 +244,6 @@ def build_trainer(config: CorrectorSFTConfig) -> tuple[Any, Curriculum]:
     """The configured ``SFTTrainer`` (data prepared, LoRA applied) and its curriculum; nothing trained yet."""
     import torch
     from datasets import Dataset
-    from peft import LoraConfig
     from transformers import AutoModelForCausalLM
     from trl import SFTConfig, SFTTrainer
 
@@ -270,15 +262,6 @@ def build_trainer(config: CorrectorSFTConfig) -> tuple[Any, Curriculum]:
 
     torch.manual_seed(config.seed)
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
-    peft_config = None
-    if config.use_lora:
-        peft_config = LoraConfig(
-            task_type="CAUSAL_LM",
-            r=config.lora_r,
-            lora_alpha=config.lora_alpha,
-            lora_dropout=config.lora_dropout,
-            target_modules=list(config.lora_target_modules),
-        )
     out = Path(config.output_dir)
     args = SFTConfig(
         **trainer_args(
@@ -305,7 +288,7 @@ def build_trainer(config: CorrectorSFTConfig) -> tuple[Any, Curriculum]:
         train_dataset=Dataset.from_list(curriculum.rows),
         eval_dataset=Dataset.from_list(eval_rows) if eval_rows else None,
         processing_class=tokenizer,
-        peft_config=peft_config,
+        peft_config=peft_config(config, "CAUSAL_LM"),
     )
     attach_loss_logger(trainer)
     return trainer, curriculum
