@@ -111,7 +111,7 @@ class TokenizerPromptBudget:
     """
 
     def __init__(self, tokenizer: Any, model_id: str = "tokenizer") -> None:
-        from aligner_proxy.core.backends.transformers import special_token_strings
+        from aligner_proxy.core.backends.tokenizer import special_token_strings
 
         self._tokenizer = tokenizer
         self._model_id = model_id
@@ -122,12 +122,12 @@ class TokenizerPromptBudget:
         return self._model_id
 
     def count_tokens(self, text: str) -> int:
-        from aligner_proxy.core.backends.transformers import count_tokens
+        from aligner_proxy.core.backends.tokenizer import count_tokens
 
         return count_tokens(self._tokenizer, text)
 
     def truncate(self, text: str, max_tokens: int, keep: Literal["head", "tail"] = "head") -> str:
-        from aligner_proxy.core.backends.transformers import truncate_tokens
+        from aligner_proxy.core.backends.tokenizer import truncate_tokens
 
         return truncate_tokens(self._tokenizer, text, max_tokens, keep)
 

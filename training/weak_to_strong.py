@@ -139,7 +139,7 @@ class WeakToStrongConfig(LoraArguments):
 def policy_prompt(tokenizer: Any, question: str) -> str:
     """The text the policy continues: its chat template with one user turn, or a plain Q/A cue."""
     if getattr(tokenizer, "chat_template", None):
-        from aligner_proxy.core.backends.transformers import render_chat_template
+        from aligner_proxy.core.backends.tokenizer import render_chat_template
 
         return render_chat_template(tokenizer, [ChatMessage(role="user", content=question)])
     return f"Question: {question}\nAnswer:"

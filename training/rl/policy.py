@@ -5,7 +5,7 @@ policy is the same weights with the adapter disabled), its tokenizer and a
 linear *value head* on the last hidden state with one output per objective
 (TRL's old ``AutoModelForCausalLMWithValueHead`` design, which TRL 1.x no longer
 ships). Prompts are rendered with the tokenizer's chat template
-(:func:`aligner_proxy.core.backends.transformers.render_chat_template`, as the proxy
+(:func:`aligner_proxy.core.backends.tokenizer.render_chat_template`, as the proxy
 does), left-padded for generation, and re-collated as ``[prompt | answer]``
 rows for the training passes. :func:`forward` passes explicit position ids so
 that a left-padded row gets the same log-probs as the row alone (the PPO ratio
@@ -109,7 +109,7 @@ def build_policy(config: PolicySettings, n_objectives: int, *, peft_config: Lora
 
 def render_prompt(policy: Policy, text: str, max_tokens: int) -> list[int]:
     """Token ids of the chat-rendered prompt (its question cut to ``max_tokens``, tail kept)."""
-    from aligner_proxy.core.backends.transformers import render_chat_template, truncate_tokens
+    from aligner_proxy.core.backends.tokenizer import render_chat_template, truncate_tokens
     from aligner_proxy.core.generation import ChatMessage
 
     question = truncate_tokens(policy.tokenizer, text, max_tokens, keep="tail")
