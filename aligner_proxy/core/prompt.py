@@ -36,11 +36,11 @@ goes through :meth:`PromptRenderer.neutralize`, whose rules are:
    is matched inside words too (``superuser:`` reads ``super«user»``): a
    zero-width character can hide a word boundary, and the structural check
    below counts plain substrings.
-3. **Special tokens.** The generator's special tokens (its ``special_tokens``
-   attribute when it has one) plus :data:`COMMON_SPECIAL_TOKENS` and anything
-   shaped like ``<|name|>`` are broken with a visible space after their first
-   character (``<|im_end|>`` becomes ``< |im_end|>``) so no tokenizer can match
-   them, while a reader still sees what was written.
+3. **Special tokens.** The tokenizer's special tokens (:class:`PromptTokenizer`)
+   plus :data:`COMMON_SPECIAL_TOKENS` and anything shaped like ``<|name|>`` are
+   broken with a visible space after their first character (``<|im_end|>``
+   becomes ``< |im_end|>``) so no tokenizer can match them, while a reader
+   still sees what was written.
 4. **Separator.** The separator's core (``|``) standing where the template's
    separator stands, i.e. with whitespace or a field edge on both sides, becomes
    ``/``. ``a || b`` and ``x|y`` are untouched; a markdown table row
@@ -133,6 +133,26 @@ class Truncate(Protocol):
     """``TextGenerator.truncate``."""
 
     def __call__(self, text: str, max_tokens: int, /, keep: Keep = "head") -> str: ...
+
+
+class PromptTokenizer(Protocol):
+    """What building an Aligner prompt needs of a tokenizer: token budgets and the special tokens to neutralise.
+
+    A model is not needed: the in-process generators are prompt tokenizers of
+    their own model, and a bare Hugging Face tokenizer becomes one through
+    :class:`~aligner_proxy.core.backends.tokenizer.HFTokenizer`.
+    """
+
+    @property
+    def special_tokens(self) -> Sequence[str]:
+        """Strings the tokenizer reads as control tokens (``<|im_end|>``...): broken up in untrusted text."""
+        ...
+
+    def count_tokens(self, text: str) -> int: ...
+
+    def truncate(self, text: str, max_tokens: int, keep: Keep = "head") -> str:
+        """Cut ``text`` to at most ``max_tokens`` tokens, keeping its head or tail."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -240,7 +260,7 @@ def _label_pattern(label: str) -> str:
 class PromptRenderer:
     """Renders Aligner prompts for one template and one tokenizer's special tokens.
 
-    Build one per generator (the :class:`~aligner_proxy.core.corrector.Corrector`
+    Build one per tokenizer (a :class:`~aligner_proxy.core.corrector.CorrectionPrompter`
     does) and reuse it: the neutralisation patterns are compiled once.
     """
 

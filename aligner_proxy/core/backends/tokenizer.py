@@ -3,6 +3,9 @@
 Plain functions on any ``transformers`` tokenizer, shared by every backend that
 holds one: the in-process transformers and vLLM generators, the remote
 backend's optional local tokenizer, the classifier scorer and the trainers.
+:class:`HFTokenizer` bundles them as a
+:class:`~aligner_proxy.core.prompt.PromptTokenizer` for code that has a
+tokenizer and no model.
 """
 
 from __future__ import annotations
@@ -60,3 +63,21 @@ def special_token_strings(tokenizer: Any) -> list[str]:
         if getattr(added, "special", False) and added.content not in tokens:
             tokens.append(added.content)
     return tokens
+
+
+class HFTokenizer:
+    """A ``transformers`` tokenizer as a :class:`~aligner_proxy.core.prompt.PromptTokenizer`.
+
+    Prompts built on it are exactly those a generator on the same tokenizer
+    builds (same counts, same cuts, same special tokens), without a model.
+    """
+
+    def __init__(self, tokenizer: Any) -> None:
+        self.tokenizer = tokenizer
+        self.special_tokens = special_token_strings(tokenizer)
+
+    def count_tokens(self, text: str) -> int:
+        return count_tokens(self.tokenizer, text)
+
+    def truncate(self, text: str, max_tokens: int, keep: Literal["head", "tail"] = "head") -> str:
+        return truncate_tokens(self.tokenizer, text, max_tokens, keep)
