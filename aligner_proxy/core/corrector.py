@@ -20,7 +20,8 @@ from collections.abc import AsyncGenerator
 from dataclasses import dataclass, replace
 
 from aligner_proxy.core.generation import ChatMessage, FinishReason, GenerationParams, TextGenerator
-from aligner_proxy.core.prompt import AlignerTemplate, Keep, PromptRenderer, PromptTokenizer
+from aligner_proxy.core.prompt import Keep, PromptRenderer, PromptTokenizer
+from aligner_proxy.core.template import AlignerTemplate
 
 logger = logging.getLogger(__name__)
 

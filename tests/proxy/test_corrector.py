@@ -7,7 +7,8 @@ import pytest
 
 from aligner_proxy.core.corrector import DEFAULT_PARAMS, Correction, CorrectionInput, CorrectionPrompter, Corrector
 from aligner_proxy.core.generation import ChatMessage, Generation, GenerationParams, TextGenerator
-from aligner_proxy.core.prompt import AlignerTemplate, clean_correction, render, render_conversation
+from aligner_proxy.core.prompt import clean_correction, render, render_conversation
+from aligner_proxy.core.template import AlignerTemplate
 
 
 class WordTokens:
