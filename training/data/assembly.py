@@ -27,8 +27,10 @@ from aligner_proxy.core.generation import GenerationParams
 from aligner_proxy.core.refusal import is_refusal
 from aligner_proxy.core.scorer import CostScorer, default_threshold, score_batched
 from training.data.generation_cache import CorpusGenerator, generate_cached
-from training.data.loaders import Instruction, LoadReport, load, parse_hh_dialogue, read_sensitive
+from training.data.hh_dialogue import parse_hh_dialogue
+from training.data.loaders import Instruction, load, read_sensitive
 from training.data.records import CorrectionTriple, PreferencePair, SafetyLabel
+from training.data.rows import LoadReport
 from training.data.splits import (
     Split,
     dedupe,
