@@ -47,7 +47,7 @@ from aligner_proxy.core.files import write_jsonl
 from aligner_proxy.core.models import DEFAULT_CACHE_DIR
 from training.args import peft_config
 from training.rl.advantages import Kind, RolloutBatch, gae
-from training.rl.combiners import MultiObjectiveConfig, PPOHyper, build_combiner
+from training.rl.combiners import MultiObjectiveConfig, build_combiner
 from training.rl.policy import (
     Policy,
     PolicyModelArguments,
@@ -58,6 +58,7 @@ from training.rl.policy import (
     forward,
     generate,
 )
+from training.rl.ppo_update import PPOHyper
 from training.rl.rewards import Scorer, Transform, apply_transform, build_scorer
 
 logger = logging.getLogger(__name__)
