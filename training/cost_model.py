@@ -1,23 +1,16 @@
 """Train a safety-cost model with the Safe RLHF cost objective, in one of two designs.
 
-Safe RLHF (Dai et al., ICLR 2024, section 3.2, the cost-model loss) trains a
-scalar cost ``c`` on pairs where one answer is more harmful, plus a sign term
-that pins the *sign* of the cost to the human safety label::
-
-    L = -log σ(c_unsafer - c_safer) - log σ(s_unsafer · c_unsafer) - log σ(s_safer · c_safer)
-
-with ``s = +1`` for an unsafe answer and ``-1`` for a safe one; a sign term is
-used only where that label is known. A single labelled answer (no partner)
-contributes the sign term alone, ``-log σ(s · c)``. So ``c > 0`` means
-"unsafe", which is exactly the gate the proxy applies (:mod:`aligner_proxy.core.scorer`).
+The objective is Safe RLHF's cost-model loss (:mod:`training.cost_objective`,
+shared with the gate): a ranking term on pairs where one answer is more
+harmful and a sign term that makes ``c > 0`` mean "unsafe", the gate the proxy
+applies (:mod:`aligner_proxy.core.scorer`).
 
 Two designs share this loss and the scoring text (:func:`format_scoring_text`,
 cut by :func:`fit_scoring_text`), selected by ``CostModelConfig.backbone``:
 
 - ``smollm2-lora``: SmolLM2-135M as a one-logit ``AutoModelForSequenceClassification``
-  with LoRA (the new ``score`` head trained in full through ``modules_to_save``).
-  TRL has no cost-model trainer (its ``RewardTrainer`` has only the ranking
-  term), so :class:`CostTrainer` is a ``transformers.Trainer`` with our loss.
+  with LoRA (the new ``score`` head trained in full through ``modules_to_save``),
+  trained by :func:`~training.cost_objective.cost_trainer_class`.
   The LoRA is merged and the full classifier saved, so the proxy loads it with
   :class:`~aligner_proxy.core.backends.classifier.SequenceClassifierScorer`.
 - ``minilm-head``: all-MiniLM-L6-v2 as a frozen encoder; embeddings are computed
@@ -45,10 +38,18 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from aligner_proxy.core.backends.classifier import fit_scoring_text
-from aligner_proxy.core.files import read_jsonl_models
 from aligner_proxy.core.models import DEFAULT_CACHE_DIR
 from aligner_proxy.core.scorer import CostScorer
+from training.args import LoraArguments, lora_config
+from training.cost_objective import (
+    CostCollator,
+    CostItem,
+    build_items,
+    cost_loss,
+    cost_trainer_class,
+    flatten_items,
+    load_split,
+)
 from training.data.records import PreferencePair, SafetyLabel
 
 logger = logging.getLogger(__name__)
@@ -58,8 +59,11 @@ TRAINING_FILE = "training.json"
 
 
 @dataclass
-class CostModelConfig:
-    """Everything a cost-model run needs; the YAML config and the CLI flags map onto these fields."""
+class CostModelConfig(LoraArguments):
+    """Everything a cost-model run needs; the YAML config and the CLI flags map onto these fields.
+
+    The LoRA fields (:class:`~training.args.LoraArguments`) apply to the ``smollm2-lora`` design.
+    """
 
     backbone: Backbone = field(
         default="minilm-head", metadata={"help": "'smollm2-lora' (LoRA classifier) or 'minilm-head' (frozen encoder)."}
@@ -96,13 +100,6 @@ class CostModelConfig:
     eval_batch_size: int = field(default=16, metadata={"help": "Batch size when scoring for the metrics."})
     hidden_dim: int = field(default=256, metadata={"help": "minilm-head: hidden width; 0 for a linear head."})
     dropout: float = field(default=0.1, metadata={"help": "minilm-head: dropout in the head."})
-    lora_r: int = field(default=16, metadata={"help": "smollm2-lora: LoRA rank."})
-    lora_alpha: int = field(default=32, metadata={"help": "smollm2-lora: LoRA alpha."})
-    lora_dropout: float = field(default=0.05, metadata={"help": "smollm2-lora: LoRA dropout."})
-    lora_target_modules: list[str] = field(
-        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"],
-        metadata={"help": "smollm2-lora: modules that get LoRA adapters."},
-    )
     lora_last_layers: int | None = field(
         default=None,
         metadata={"help": "smollm2-lora: LoRA only on the last N decoder layers (backward stops there). None: all."},
@@ -113,134 +110,12 @@ class CostModelConfig:
 
 # --------------------------------------------------------------------------- data
 
-
-@dataclass
-class CostItem:
-    """One training item: a single labelled answer, or a pair ordered ``[unsafer, safer]``.
-
-    ``signs`` holds ``+1`` (unsafe), ``-1`` (safe) or ``0`` (unknown) per answer.
-    """
-
-    prompt: str
-    answers: list[str]
-    signs: list[int]
-    source: str = ""
-
-
-def _sign(is_safe: bool | None) -> int:
-    return 0 if is_safe is None else (-1 if is_safe else 1)
-
-
-def build_items(labels: Sequence[SafetyLabel], pairs: Sequence[PreferencePair]) -> list[CostItem]:
-    """Singles from safety labels, pairs from preference pairs that say which answer is safer."""
-    items = [CostItem(x.question, [x.answer], [_sign(x.is_safe)], x.source) for x in labels]
-    for p in pairs:
-        if p.safer is None:
-            continue
-        chosen, rejected = (p.chosen, _sign(p.chosen_is_safe)), (p.rejected, _sign(p.rejected_is_safe))
-        unsafer, safer = (rejected, chosen) if p.safer == "chosen" else (chosen, rejected)
-        items.append(CostItem(p.prompt, [unsafer[0], safer[0]], [unsafer[1], safer[1]], p.source))
-    return items
-
-
-def _load_split(labels_file: str, pairs_file: str | None, cap: int | None, seed: int) -> tuple[list[Any], list[Any]]:
-    labels = read_jsonl_models(labels_file, SafetyLabel)
-    pairs = read_jsonl_models(pairs_file, PreferencePair) if pairs_file else []
-    pairs = [p for p in pairs if p.safer is not None]
-    if cap is not None:
-        rng = random.Random(seed)
-        rng.shuffle(labels)
-        rng.shuffle(pairs)
-        labels, pairs = labels[:cap], pairs[:cap]
-    return labels, pairs
-
-
-# --------------------------------------------------------------------------- loss
-
-
-def cost_loss(costs: Any, signs: Any, pairs: Any) -> Any:
-    """The Safe RLHF cost loss, averaged over items (a pair or a single answer is one item).
-
-    ``costs``: ``(n,)`` one cost per answer; ``signs``: ``(n,)`` of +1 unsafe,
-    -1 safe, 0 unknown; ``pairs``: ``(p, 2)`` row indices ``[unsafer, safer]``,
-    each answer in at most one pair. An item's loss is its ranking term (pairs)
-    plus the sign terms of its answers whose label is known.
-    """
-    import torch
-    from torch.nn.functional import logsigmoid
-
-    signs = signs.to(costs.dtype)
-    sign_terms = -logsigmoid(signs * costs) * (signs != 0).to(costs.dtype)
-    ranking = -logsigmoid(costs[pairs[:, 0]] - costs[pairs[:, 1]]) if len(pairs) else costs.new_zeros(0)
-    n_items = costs.shape[0] - pairs.shape[0]  # the two answers of a pair make one item
-    return (ranking.sum() + sign_terms.sum()) / torch.clamp(torch.tensor(n_items, dtype=costs.dtype), min=1)
-
-
-def flatten_items(items: Sequence[CostItem]) -> tuple[list[str], list[str], list[int], list[tuple[int, int]]]:
-    """Prompts, answers and signs per answer, and the ``[unsafer, safer]`` row pairs."""
-    prompts: list[str] = []
-    answers: list[str] = []
-    signs: list[int] = []
-    pairs: list[tuple[int, int]] = []
-    for item in items:
-        start = len(answers)
-        prompts.extend([item.prompt] * len(item.answers))
-        answers.extend(item.answers)
-        signs.extend(item.signs)
-        if len(item.answers) == 2:
-            pairs.append((start, start + 1))
-    return prompts, answers, signs, pairs
-
-
 # --------------------------------------------------------------------------- smollm2-lora
-
-
-class CostCollator:
-    """Flatten a batch of items into one right-padded classifier batch plus ``signs`` and ``pairs``."""
-
-    def __init__(self, tokenizer: Any, max_length: int) -> None:
-        self.tokenizer = tokenizer
-        self.max_length = max_length
-
-    def __call__(self, items: list[CostItem]) -> dict[str, Any]:
-        import torch
-
-        prompts, answers, signs, pairs = flatten_items(items)
-        texts = [fit_scoring_text(self.tokenizer, p, a, self.max_length) for p, a in zip(prompts, answers, strict=True)]
-        self.tokenizer.padding_side = "right"  # as SequenceClassifierScorer pads
-        batch = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt")
-        return {
-            "input_ids": batch["input_ids"],
-            "attention_mask": batch["attention_mask"],
-            "signs": torch.tensor(signs, dtype=torch.long),
-            "pairs": torch.tensor(pairs, dtype=torch.long).reshape(-1, 2),
-        }
-
-
-def _trainer_class() -> type:
-    from transformers import Trainer
-
-    class CostTrainer(Trainer):
-        """``transformers.Trainer`` with the Safe RLHF cost loss (TRL ships no cost-model trainer)."""
-
-        def __init__(self, *args: Any, **kwargs: Any) -> None:
-            super().__init__(*args, **kwargs)
-            self.model_accepts_loss_kwargs = False  # our loss is a per-item mean: divide by accumulation steps
-
-        def compute_loss(
-            self, model: Any, inputs: dict[str, Any], return_outputs: bool = False, num_items_in_batch: Any = None
-        ) -> Any:
-            signs, pairs = inputs.pop("signs"), inputs.pop("pairs")
-            costs = model(**inputs).logits[:, 0].float()
-            loss = cost_loss(costs, signs, pairs)
-            return (loss, costs) if return_outputs else loss
-
-    return CostTrainer
 
 
 def _train_smollm2(config: CostModelConfig, items: list[CostItem], out: Path) -> tuple[int, dict[str, Any]]:
     import torch
-    from peft import LoraConfig, get_peft_model
+    from peft import get_peft_model
     from transformers import AutoModelForSequenceClassification, TrainingArguments
 
     from aligner_proxy.core.models import torch_dtype
@@ -249,21 +124,13 @@ def _train_smollm2(config: CostModelConfig, items: list[CostItem], out: Path) ->
     path, tokenizer = resolve_with_tokenizer(config.model, Path(config.cache_dir))
     model: Any = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1, dtype=torch.float32)
     model.config.pad_token_id = tokenizer.pad_token_id
-    lora = LoraConfig(
-        task_type="SEQ_CLS",
-        r=config.lora_r,
-        lora_alpha=config.lora_alpha,
-        lora_dropout=config.lora_dropout,
-        target_modules=list(config.lora_target_modules),
-        modules_to_save=["score"],
-        **_last_layers(model, config.lora_last_layers),
-    )
+    lora = lora_config(config, "SEQ_CLS", modules_to_save=["score"], **_last_layers(model, config.lora_last_layers))
     model = get_peft_model(model, lora)
     checkpoints = out / "checkpoints"
     args = TrainingArguments(
         **trainer_args(config, checkpoints, weight_decay=config.weight_decay, remove_unused_columns=False)
     )
-    trainer = _trainer_class()(
+    trainer = cost_trainer_class()(
         model=model,
         args=args,
         train_dataset=items,
@@ -430,7 +297,7 @@ def train_cost_model(config: CostModelConfig) -> Path:
         return evaluate_cost_model(config)
     random.seed(config.seed)
     torch.manual_seed(config.seed)
-    labels, pairs = _load_split(config.train_file, config.train_pairs_file, None, config.seed)
+    labels, pairs = load_split(config.train_file, config.train_pairs_file, None, config.seed)
     items = build_items(labels, pairs)
     random.Random(config.seed).shuffle(items)
     if config.max_train_items is not None:
@@ -459,7 +326,7 @@ def evaluate_cost_model(config: CostModelConfig) -> Path:
 
     out = Path(config.output_dir)
     training = json.loads((out / TRAINING_FILE).read_text())
-    val_labels, val_pairs = _load_split(
+    val_labels, val_pairs = load_split(
         config.validation_file, config.validation_pairs_file, config.max_eval_items, config.seed
     )
     scorer = _load_scorer(config, out)

@@ -6,7 +6,7 @@ answers barely better than chance. Here the encoder itself learns: the
 transformer layers, position embeddings and layer norms are trained with the
 head (the token-embedding matrix, half the parameters, stays frozen so the
 shipped file holds only what changed), with the Safe RLHF cost loss
-(:func:`training.cost_model.cost_loss`: a sign term per labelled answer, a
+(:func:`training.cost_objective.cost_loss`: a sign term per labelled answer, a
 ranking term per pair) on the gate corpus (:mod:`training.data.gate_corpus`).
 
 After training, the saved scorer is reloaded (so the float16 storage is part
@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from aligner_proxy.core.models import DEFAULT_CACHE_DIR
-from training.cost_model import CostCollator, _load_split, _trainer_class, build_items
+from training.cost_objective import CostCollator, build_items, cost_trainer_class, load_split
 from training.data.gate_corpus import GROUPS
 from training.data.records import SafetyLabel
 from training.data.splits import hash_sample
@@ -138,7 +138,7 @@ def train(config: GateConfig, out: Path) -> dict[str, Any]:
     from training.trainers import attach_loss_logger, latest_checkpoint, trainer_args
 
     held = held_out_sources(config)
-    labels, pairs = _load_split(config.train_file, config.train_pairs_file, None, config.seed)
+    labels, pairs = load_split(config.train_file, config.train_pairs_file, None, config.seed)
     labels = [x for x in labels if x.source not in held]
     pairs = [p for p in pairs if p.source not in held]
     items = build_items(labels, pairs)
@@ -173,7 +173,7 @@ def train(config: GateConfig, out: Path) -> dict[str, Any]:
     )
     checkpoints = out / "checkpoints"
     args = TrainingArguments(**trainer_args(config, checkpoints, remove_unused_columns=False))
-    trainer = _trainer_class()(
+    trainer = cost_trainer_class()(
         model=model,
         args=args,
         train_dataset=items,
@@ -227,11 +227,11 @@ def evaluate(config: GateConfig, out: Path) -> dict[str, Any]:
     from aligner_proxy.core.scorer import default_threshold, score_batched
 
     held = held_out_sources(config)
-    val_labels, val_pairs = _load_split(config.validation_file, config.validation_pairs_file, None, config.seed)
+    val_labels, val_pairs = load_split(config.validation_file, config.validation_pairs_file, None, config.seed)
     in_dist = [x for x in val_labels if x.source not in held]
     sets: dict[str, list[SafetyLabel]] = {"validation": in_dist}
     if held:
-        train_labels, _ = _load_split(config.train_file, None, None, config.seed)
+        train_labels, _ = load_split(config.train_file, None, None, config.seed)
         held_rows = [x for x in [*train_labels, *val_labels] if x.source in held]
         if config.max_held_out_items is not None:
             held_rows = hash_sample(held_rows, config.max_held_out_items, config.seed, lambda x: x.question + x.answer)

@@ -30,17 +30,16 @@ from typing import Any, Literal
 
 from aligner_proxy.core.backends.classifier import fit_scoring_text
 from aligner_proxy.core.files import read_jsonl_models
-from aligner_proxy.core.models import DEFAULT_CACHE_DIR
+from training.args import ModelArguments, peft_config
 from training.data.records import PreferencePair
 
 logger = logging.getLogger(__name__)
 
 
 @dataclass
-class RewardModelConfig:
+class RewardModelConfig(ModelArguments):
     """Everything a reward-model run needs; the YAML config and the CLI flags map onto these fields."""
 
-    model: str = field(default="smollm2", metadata={"help": "Base model spec (alias, local dir or Hub id)."})
     train_file: str = field(default="runs/corpus/scorer_pairs_train.jsonl", metadata={"help": "PreferencePair JSONL."})
     validation_file: str | None = field(
         default="runs/corpus/scorer_pairs_validation.jsonl", metadata={"help": "PreferencePair JSONL for metrics."}
@@ -49,15 +48,6 @@ class RewardModelConfig:
         default="chosen", metadata={"help": "Which answer is preferred: 'chosen' or the 'safer' one."}
     )
     output_dir: str = field(default="runs/reward_model", metadata={"help": "Where the model, metrics and card go."})
-    cache_dir: str = field(default=str(DEFAULT_CACHE_DIR), metadata={"help": "Model cache (converted SmolLM2)."})
-    use_lora: bool = field(default=True, metadata={"help": "Train LoRA adapters (merged on save) or the full model."})
-    lora_r: int = field(default=16, metadata={"help": "LoRA rank."})
-    lora_alpha: int = field(default=32, metadata={"help": "LoRA alpha."})
-    lora_dropout: float = field(default=0.05, metadata={"help": "LoRA dropout."})
-    lora_target_modules: list[str] = field(
-        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"],
-        metadata={"help": "Modules that get LoRA adapters."},
-    )
     max_length: int = field(default=256, metadata={"help": "Token budget of one scored text."})
     per_device_train_batch_size: int = field(default=8, metadata={"help": "Pairs per micro-batch."})
     gradient_accumulation_steps: int = field(default=1, metadata={"help": "Micro-batches per optimiser step."})
@@ -109,7 +99,6 @@ def train_reward_model(config: RewardModelConfig) -> Path:
     """Train, save a one-logit classifier to ``output_dir``, evaluate it through ``SequenceClassifierScorer``."""
     import torch
     from datasets import Dataset
-    from peft import LoraConfig
     from transformers import AutoModelForSequenceClassification
     from trl import RewardConfig, RewardTrainer
 
@@ -126,16 +115,6 @@ def train_reward_model(config: RewardModelConfig) -> Path:
     torch.manual_seed(config.seed)
     model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1, dtype=torch.float32)
     model.config.pad_token_id = tokenizer.pad_token_id
-    peft_config = None
-    if config.use_lora:
-        peft_config = LoraConfig(
-            task_type="SEQ_CLS",
-            r=config.lora_r,
-            lora_alpha=config.lora_alpha,
-            lora_dropout=config.lora_dropout,
-            target_modules=list(config.lora_target_modules),
-            modules_to_save=["score"],
-        )
     args = RewardConfig(
         **trainer_args(
             config,
@@ -151,7 +130,7 @@ def train_reward_model(config: RewardModelConfig) -> Path:
         args=args,
         train_dataset=Dataset.from_list(tokenize_pairs(tokenizer, train, config.max_length)),
         processing_class=tokenizer,
-        peft_config=peft_config,
+        peft_config=peft_config(config, "SEQ_CLS", modules_to_save=["score"]),  # LoRA merged on save
     )
     attach_loss_logger(trainer)
     started = time.perf_counter()

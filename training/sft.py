@@ -9,7 +9,7 @@ single cosine schedule, one checkpoint directory and ``resume_from_checkpoint``
 cover both: a killed run picks up at the exact row where it stopped.
 
 Each row is TRL's *prompt-completion* format: the prompt is rendered by
-:meth:`aligner_proxy.core.corrector.Corrector.build_prompt`, the very call the proxy
+:meth:`aligner_proxy.core.corrector.CorrectionPrompter.build_prompt`, the very call the proxy
 makes at inference, and the completion is ``" " + correction`` (TRL appends
 EOS). With ``completion_only_loss`` the prompt positions are labelled ``-100``,
 so the loss falls on the correction tokens alone.
@@ -25,16 +25,15 @@ import math
 import random
 import time
 from collections import Counter
-from collections.abc import AsyncGenerator, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from aligner_proxy.core.corrector import CorrectionInput, Corrector
+from aligner_proxy.core.corrector import CorrectionInput, CorrectionPrompter
 from aligner_proxy.core.files import read_jsonl_models
-from aligner_proxy.core.generation import Generation, GenerationParams
-from aligner_proxy.core.models import DEFAULT_CACHE_DIR
 from aligner_proxy.core.prompt import PromptRenderError
+from training.args import ATTENTION_MODULES, MLP_MODULES, ModelArguments, peft_config, shared_help
 from training.data.records import CorrectionTriple
 from training.trainers import (
     attach_loss_logger,
@@ -48,24 +47,17 @@ logger = logging.getLogger(__name__)
 
 
 @dataclass
-class CorrectorSFTConfig:
+class CorrectorSFTConfig(ModelArguments):
     """Everything a corrector SFT run needs; the YAML config and the CLI flags map onto these fields."""
 
-    model: str = field(default="smollm2", metadata={"help": "Base causal LM spec (alias, local dir or Hub id)."})
+    lora_target_modules: list[str] = field(
+        default_factory=lambda: [*ATTENTION_MODULES, *MLP_MODULES], metadata=shared_help("lora_target_modules")
+    )
     train_file: str = field(default="runs/corpus/train.jsonl", metadata={"help": "CorrectionTriple JSONL."})
     validation_file: str | None = field(
         default="runs/corpus/validation.jsonl", metadata={"help": "CorrectionTriple JSONL for eval loss. Empty: none."}
     )
     output_dir: str = field(default="runs/corrector", metadata={"help": "Final adapter/model, tokenizer and card."})
-    cache_dir: str = field(default=str(DEFAULT_CACHE_DIR), metadata={"help": "Model cache (converted SmolLM2)."})
-    use_lora: bool = field(default=True, metadata={"help": "Train a LoRA adapter (else full fine-tuning)."})
-    lora_r: int = field(default=16, metadata={"help": "LoRA rank."})
-    lora_alpha: int = field(default=32, metadata={"help": "LoRA alpha (scale = alpha / r)."})
-    lora_dropout: float = field(default=0.05, metadata={"help": "LoRA dropout."})
-    lora_target_modules: list[str] = field(
-        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
-        metadata={"help": "Modules that get LoRA adapters (attention + MLP by default)."},
-    )
     save_dtype: Literal["float32", "bfloat16", "float16"] = field(
         default="float32", metadata={"help": "dtype of the saved LoRA weights (bfloat16 halves the adapter)."}
     )
@@ -109,50 +101,21 @@ class CorrectorSFTConfig:
     resume: bool = field(default=True, metadata={"help": "Resume from the newest checkpoint under output_dir."})
 
 
-class TokenizerPromptBudget:
-    """Just enough of a ``TextGenerator`` for :meth:`Corrector.build_prompt`: token counting and truncation.
+def prompter(config: CorrectorSFTConfig, tokenizer: Any) -> CorrectionPrompter:
+    """The proxy's prompt builder on ``tokenizer`` with the run's budgets: rows without loading the model."""
+    from aligner_proxy.core.backends.tokenizer import HFTokenizer
 
-    It renders prompts exactly as a :class:`~aligner_proxy.core.backends.transformers.TransformersGenerator`
-    on the same tokenizer would (same special tokens neutralised, same budgets),
-    without loading the model; it cannot generate.
-    """
-
-    def __init__(self, tokenizer: Any, model_id: str = "tokenizer") -> None:
-        from aligner_proxy.core.backends.transformers import special_token_strings
-
-        self._tokenizer = tokenizer
-        self._model_id = model_id
-        self.special_tokens = special_token_strings(tokenizer)
-
-    @property
-    def model_id(self) -> str:
-        return self._model_id
-
-    def count_tokens(self, text: str) -> int:
-        from aligner_proxy.core.backends.transformers import count_tokens
-
-        return count_tokens(self._tokenizer, text)
-
-    def truncate(self, text: str, max_tokens: int, keep: Literal["head", "tail"] = "head") -> str:
-        from aligner_proxy.core.backends.transformers import truncate_tokens
-
-        return truncate_tokens(self._tokenizer, text, max_tokens, keep)
-
-    async def generate(self, prompts: list[str], params: GenerationParams) -> list[Generation]:
-        raise NotImplementedError("TokenizerPromptBudget only renders prompts")
-
-    async def stream(self, prompt: str, params: GenerationParams) -> AsyncGenerator[str, None]:
-        raise NotImplementedError("TokenizerPromptBudget only renders prompts")
-        yield ""  # unreachable: makes this an async generator, as the protocol's implementations are
-
-    async def aclose(self) -> None:
-        return None
+    return CorrectionPrompter(
+        HFTokenizer(tokenizer),
+        max_question_tokens=config.max_question_tokens,
+        max_answer_tokens=config.max_answer_tokens,
+    )
 
 
 # --------------------------------------------------------------------------- data
 
 
-def to_rows(triples: Sequence[CorrectionTriple], corrector: Corrector) -> list[dict[str, str]]:
+def to_rows(triples: Sequence[CorrectionTriple], prompts: CorrectionPrompter) -> list[dict[str, str]]:
     """TRL prompt-completion rows: the proxy's exact Aligner prompt, then ``" " + correction`` (EOS added by TRL).
 
     A triple whose prompt the renderer refuses (:class:`PromptRenderError`: the
@@ -161,7 +124,7 @@ def to_rows(triples: Sequence[CorrectionTriple], corrector: Corrector) -> list[d
     rows = []
     for t in triples:
         try:
-            prompt = corrector.build_prompt(CorrectionInput(t.question, t.answer))
+            prompt = prompts.build_prompt(CorrectionInput(t.question, t.answer))
         except PromptRenderError as error:
             logger.warning("skipping a %s triple from %s: %s", t.kind, t.source, error)
             continue
@@ -204,7 +167,9 @@ class Curriculum:
     sources: dict[str, int]
 
 
-def build_curriculum(config: CorrectorSFTConfig, triples: list[CorrectionTriple], corrector: Corrector) -> Curriculum:
+def build_curriculum(
+    config: CorrectorSFTConfig, triples: list[CorrectionTriple], prompts: CorrectionPrompter
+) -> Curriculum:
     rng = random.Random(config.seed)
     triples = rng.sample(triples, len(triples))
     if config.max_train_items is not None:
@@ -228,7 +193,7 @@ def build_curriculum(config: CorrectorSFTConfig, triples: list[CorrectionTriple]
     chosen_warm = _cycle(warm, warm_steps * batch, rng)
     chosen_main = _cycle(main, main_steps * batch, rng)
     sources = Counter(t.source for t in chosen_warm + chosen_main)
-    warm_rows, main_rows = to_rows(chosen_warm, corrector), to_rows(chosen_main, corrector)
+    warm_rows, main_rows = to_rows(chosen_warm, prompts), to_rows(chosen_main, prompts)
     if config.group_by_length:
         warm_rows = _group_by_length(warm_rows, config.per_device_train_batch_size, rng)
         main_rows = _group_by_length(main_rows, config.per_device_train_batch_size, rng)
@@ -251,34 +216,20 @@ def build_trainer(config: CorrectorSFTConfig) -> tuple[Any, Curriculum]:
     """The configured ``SFTTrainer`` (data prepared, LoRA applied) and its curriculum; nothing trained yet."""
     import torch
     from datasets import Dataset
-    from peft import LoraConfig
     from transformers import AutoModelForCausalLM
     from trl import SFTConfig, SFTTrainer
 
     path, tokenizer = resolve_with_tokenizer(config.model, Path(config.cache_dir))
-    corrector = Corrector(
-        TokenizerPromptBudget(tokenizer, config.model),
-        max_question_tokens=config.max_question_tokens,
-        max_answer_tokens=config.max_answer_tokens,
-    )
-    curriculum = build_curriculum(config, read_jsonl_models(config.train_file, CorrectionTriple), corrector)
+    prompts = prompter(config, tokenizer)
+    curriculum = build_curriculum(config, read_jsonl_models(config.train_file, CorrectionTriple), prompts)
     eval_rows = None
     if config.validation_file:
         validation = read_jsonl_models(config.validation_file, CorrectionTriple)
         validation = random.Random(config.seed).sample(validation, len(validation))[: config.max_eval_items]
-        eval_rows = to_rows(validation, corrector) or None
+        eval_rows = to_rows(validation, prompts) or None
 
     torch.manual_seed(config.seed)
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
-    peft_config = None
-    if config.use_lora:
-        peft_config = LoraConfig(
-            task_type="CAUSAL_LM",
-            r=config.lora_r,
-            lora_alpha=config.lora_alpha,
-            lora_dropout=config.lora_dropout,
-            target_modules=list(config.lora_target_modules),
-        )
     out = Path(config.output_dir)
     args = SFTConfig(
         **trainer_args(
@@ -305,7 +256,7 @@ def build_trainer(config: CorrectorSFTConfig) -> tuple[Any, Curriculum]:
         train_dataset=Dataset.from_list(curriculum.rows),
         eval_dataset=Dataset.from_list(eval_rows) if eval_rows else None,
         processing_class=tokenizer,
-        peft_config=peft_config,
+        peft_config=peft_config(config, "CAUSAL_LM"),
     )
     attach_loss_logger(trainer)
     return trainer, curriculum

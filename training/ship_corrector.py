@@ -62,7 +62,7 @@ def ship(config: ShipCorrectorConfig) -> Path:
     from aligner_proxy.core.files import read_jsonl_models
     from training.cards import TrainingCost, write_model_card
     from training.data.records import CorrectionTriple
-    from training.sft import CorrectorSFTConfig, _cast_adapter, build_curriculum
+    from training.sft import CorrectorSFTConfig, _cast_adapter, build_curriculum, prompter
     from training.trainers import parse_config
 
     run = parse_config(CorrectorSFTConfig, ["--config", config.run_config])
@@ -83,17 +83,10 @@ def ship(config: ShipCorrectorConfig) -> Path:
     # The curriculum's sources, rebuilt from the run config (tokenizer only, no model).
     from transformers import AutoTokenizer
 
-    from aligner_proxy.core.corrector import Corrector
     from aligner_proxy.core.models import resolve_model
-    from training.sft import TokenizerPromptBudget
 
     tokenizer = AutoTokenizer.from_pretrained(resolve_model(run.model, cache_dir=Path(run.cache_dir)))
-    corrector = Corrector(
-        TokenizerPromptBudget(tokenizer, run.model),
-        max_question_tokens=run.max_question_tokens,
-        max_answer_tokens=run.max_answer_tokens,
-    )
-    curriculum = build_curriculum(run, read_jsonl_models(run.train_file, CorrectionTriple), corrector)
+    curriculum = build_curriculum(run, read_jsonl_models(run.train_file, CorrectionTriple), prompter(run, tokenizer))
     seen = steps * run.per_device_train_batch_size
     wall = float(state.get("train_runtime", 0.0)) or config.wall_seconds
     metrics: dict[str, dict[str, Any]] = {

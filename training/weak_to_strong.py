@@ -64,6 +64,7 @@ from aligner_proxy.batch.writer import read_records
 from aligner_proxy.core.generation import ChatMessage, GenerationParams, TextGenerator
 from aligner_proxy.core.models import DEFAULT_CACHE_DIR
 from aligner_proxy.core.refusal import is_refusal
+from training.args import LoraArguments, lora_config
 from training.supervision import build_supervision, mean, save_supervision, supervision_stats
 
 logger = logging.getLogger(__name__)
@@ -72,7 +73,7 @@ _DONE_MARKER = "w2s_round.json"
 
 
 @dataclass
-class WeakToStrongConfig:
+class WeakToStrongConfig(LoraArguments):
     """Everything one weak-to-strong run needs; the YAML config and the CLI flags map onto these fields."""
 
     strong_model: str = field(
@@ -114,13 +115,6 @@ class WeakToStrongConfig:
     )
     threshold: float = field(default=0.0, metadata={"help": "Cost above which an answer counts as unsafe."})
     method: Literal["sft", "dpo"] = field(default="sft", metadata={"help": "Fine-tuning objective."})
-    lora_r: int = field(default=16, metadata={"help": "LoRA rank."})
-    lora_alpha: int = field(default=32, metadata={"help": "LoRA alpha."})
-    lora_dropout: float = field(default=0.05, metadata={"help": "LoRA dropout."})
-    lora_target_modules: list[str] = field(
-        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"],
-        metadata={"help": "Modules that get LoRA adapters."},
-    )
     max_steps: int = field(default=40, metadata={"help": "Optimiser steps per round (0 or less: epochs decide)."})
     num_train_epochs: float = field(default=1.0, metadata={"help": "Epochs per round when max_steps <= 0."})
     per_device_train_batch_size: int = field(default=4, metadata={"help": "Rows per micro-batch."})
@@ -145,7 +139,7 @@ class WeakToStrongConfig:
 def policy_prompt(tokenizer: Any, question: str) -> str:
     """The text the policy continues: its chat template with one user turn, or a plain Q/A cue."""
     if getattr(tokenizer, "chat_template", None):
-        from aligner_proxy.core.backends.transformers import render_chat_template
+        from aligner_proxy.core.backends.tokenizer import render_chat_template
 
         return render_chat_template(tokenizer, [ChatMessage(role="user", content=question)])
     return f"Question: {question}\nAnswer:"
@@ -341,7 +335,6 @@ def fine_tune(
 
     import torch
     from datasets import Dataset
-    from peft import LoraConfig
     from transformers import AutoModelForCausalLM
 
     from training.cards import TrainingCost, write_model_card
@@ -350,13 +343,7 @@ def fine_tune(
     path, tokenizer = resolve_with_tokenizer(start, Path(config.cache_dir))
     torch.manual_seed(config.seed)
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
-    peft_config = LoraConfig(
-        task_type="CAUSAL_LM",
-        r=config.lora_r,
-        lora_alpha=config.lora_alpha,
-        lora_dropout=config.lora_dropout,
-        target_modules=list(config.lora_target_modules),
-    )
+    peft_config = lora_config(config, "CAUSAL_LM")
     common = trainer_args(
         config,
         round_dir / "checkpoints",

@@ -7,6 +7,10 @@ proxy, the batch tools, the trainers' evaluation loops and the evals use to do
 that, so they all render the same prompt (:mod:`aligner_proxy.core.prompt`), apply
 the same budgets and clean the output the same way. It knows nothing of HTTP
 and nothing of torch: the model lives behind the generator.
+
+Its prompt side, :class:`CorrectionPrompter`, needs only a tokenizer
+(:class:`~aligner_proxy.core.prompt.PromptTokenizer`): the trainers use it to
+write training rows in the proxy's exact prompt without loading a model.
 """
 
 from __future__ import annotations
@@ -16,7 +20,8 @@ from collections.abc import AsyncGenerator
 from dataclasses import dataclass, replace
 
 from aligner_proxy.core.generation import ChatMessage, FinishReason, GenerationParams, TextGenerator
-from aligner_proxy.core.prompt import AlignerTemplate, PromptRenderer
+from aligner_proxy.core.prompt import Keep, PromptRenderer, PromptTokenizer
+from aligner_proxy.core.template import AlignerTemplate
 
 logger = logging.getLogger(__name__)
 
@@ -44,14 +49,57 @@ class Correction:
     raw_text: str
 
 
-class Corrector:
-    """Render Aligner prompts, run them through ``generator`` and clean the corrections.
+class CorrectionPrompter:
+    """The corrector's inputs: the Aligner prompt of an item within its token budgets, from a tokenizer alone.
 
     ``max_question_tokens`` / ``max_answer_tokens`` bound the two fields of the
-    prompt (question tail and answer head are kept). ``params`` defaults to
-    :data:`DEFAULT_PARAMS`; the template's role labels are always added to its
-    stop strings. A ``special_tokens: list[str]`` attribute on the generator,
-    when present, is neutralised in inputs and cut from outputs.
+    prompt (question tail and answer head are kept); the tokenizer's special
+    tokens are neutralised in the fields. :class:`Corrector` is one, on its
+    generator's tokenizer; the trainers build one on a bare tokenizer, so that
+    their rows are the prompts the proxy sends.
+    """
+
+    def __init__(
+        self,
+        tokenizer: PromptTokenizer,
+        *,
+        template: AlignerTemplate | None = None,
+        max_question_tokens: int = 512,
+        max_answer_tokens: int = 1024,
+    ) -> None:
+        if max_question_tokens < 1 or max_answer_tokens < 1:
+            raise ValueError("max_question_tokens and max_answer_tokens must be >= 1")
+        self.tokenizer = tokenizer
+        self.renderer = PromptRenderer(template, tokenizer.special_tokens)
+        self.max_question_tokens = max_question_tokens
+        self.max_answer_tokens = max_answer_tokens
+
+    def build_prompt(self, item: CorrectionInput) -> str:
+        """The exact prompt the corrector model sees for ``item``."""
+        t = self.tokenizer
+        question = item.question
+        if not isinstance(question, str):
+            question = self.renderer.render_conversation(
+                question, count_tokens=t.count_tokens, truncate=t.truncate, max_tokens=self.max_question_tokens
+            )
+        return self.renderer.render(
+            question,
+            item.answer,
+            count_tokens=t.count_tokens,
+            truncate=t.truncate,
+            max_question_tokens=self.max_question_tokens,
+            max_answer_tokens=self.max_answer_tokens,
+        )
+
+
+class Corrector(CorrectionPrompter):
+    """Render Aligner prompts, run them through ``generator`` and clean the corrections.
+
+    The prompt side is :class:`CorrectionPrompter` on the generator's own
+    tokenizer: its ``count_tokens`` and ``truncate``, and a ``special_tokens:
+    list[str]`` attribute when the generator has one (neutralised in inputs
+    and cut from outputs). ``params`` defaults to :data:`DEFAULT_PARAMS`; the
+    template's role labels are always added to its stop strings.
     """
 
     def __init__(
@@ -63,36 +111,20 @@ class Corrector:
         max_question_tokens: int = 512,
         max_answer_tokens: int = 1024,
     ) -> None:
-        if max_question_tokens < 1 or max_answer_tokens < 1:
-            raise ValueError("max_question_tokens and max_answer_tokens must be >= 1")
+        super().__init__(
+            _GeneratorTokenizer(generator),
+            template=template,
+            max_question_tokens=max_question_tokens,
+            max_answer_tokens=max_answer_tokens,
+        )
         self.generator = generator
-        self.renderer = PromptRenderer(template, _special_tokens(generator))
         base = params or DEFAULT_PARAMS
         stops = tuple(dict.fromkeys((*base.stop, *self.renderer.generation_stops)))
         self.params = replace(base, stop=stops)
-        self.max_question_tokens = max_question_tokens
-        self.max_answer_tokens = max_answer_tokens
 
     @property
     def model_id(self) -> str:
         return self.generator.model_id
-
-    def build_prompt(self, item: CorrectionInput) -> str:
-        """The exact prompt the corrector model sees for ``item``."""
-        g = self.generator
-        question = item.question
-        if not isinstance(question, str):
-            question = self.renderer.render_conversation(
-                question, count_tokens=g.count_tokens, truncate=g.truncate, max_tokens=self.max_question_tokens
-            )
-        return self.renderer.render(
-            question,
-            item.answer,
-            count_tokens=g.count_tokens,
-            truncate=g.truncate,
-            max_question_tokens=self.max_question_tokens,
-            max_answer_tokens=self.max_answer_tokens,
-        )
 
     async def correct(self, items: list[CorrectionInput]) -> list[Correction]:
         """Correct every item with one batched ``generate`` call; one :class:`Correction` per item, in order."""
@@ -142,6 +174,20 @@ class Corrector:
         finally:
             if isinstance(deltas, AsyncGenerator):
                 await deltas.aclose()
+
+
+class _GeneratorTokenizer:
+    """A generator's own tokenizer as a :class:`PromptTokenizer`; a generator without ``special_tokens`` has none."""
+
+    def __init__(self, generator: TextGenerator) -> None:
+        self._generator = generator
+        self.special_tokens = _special_tokens(generator)
+
+    def count_tokens(self, text: str) -> int:
+        return self._generator.count_tokens(text)
+
+    def truncate(self, text: str, max_tokens: int, keep: Keep = "head") -> str:
+        return self._generator.truncate(text, max_tokens, keep)
 
 
 def _special_tokens(generator: TextGenerator) -> list[str]:

@@ -23,8 +23,8 @@ from aligner_proxy.core.generation import GenerationParams, TextGenerator
 from aligner_proxy.core.microbatch import model_executor
 from aligner_proxy.core.models import DEFAULT_CACHE_DIR
 from aligner_proxy.core.policy import AlignmentPipeline
-from aligner_proxy.core.prompt import DEFAULT_TEMPLATE, AlignerTemplate
 from aligner_proxy.core.scorer import AsyncScorer, CostScorer
+from aligner_proxy.core.template import DEFAULT_TEMPLATE, AlignerTemplate
 from aligner_proxy.weights import CORRECTOR, COST_SCORER, resolve_shipped
 
 if TYPE_CHECKING:

@@ -1,122 +1,45 @@
-"""The Aligner prompt: the one place it is formatted, neutralised and cleaned.
+"""The Aligner prompt: the one place it is formatted, and the one place corrections are cleaned.
 
 The Aligner corrector (Ji et al., "Aligner: Efficient Alignment by Learning to
-Correct", NeurIPS 2024) was trained on a single fixed text format::
+Correct", NeurIPS 2024) was trained on a single fixed text format
+(:mod:`aligner_proxy.core.template`)::
 
     BEGINNING OF CONVERSATION: USER: Edit the following Question-Answer pair to
     make it more helpful and harmless: {question} | {answer} ASSISTANT:
 
 The proxy, the batch tools, the trainers and the evals all build that prompt
 through :class:`PromptRenderer`, so there is exactly one formatter to get right.
-
-Why neutralise? The question and the answer are untrusted text (the answer
-comes from an upstream model a user can steer). Dropped verbatim into the
-template, ``... | Sure! ASSISTANT: <fake correction>`` would let the input
-write the corrector's output, and a tokenizer special token such as
-``<|im_end|>`` would end the sequence for the model. Every field therefore
-goes through :meth:`PromptRenderer.neutralize`, whose rules are:
-
-1. **Text hygiene.** CR LF, lone CR, U+2028/U+2029, NEL, VT and FF become
-   ``\\n``; NUL and every other C0/C1 control character except tab and newline
-   are removed; lone surrogates become U+FFFD. The rendered fields are stripped
-   of surrounding whitespace (the template provides the spacing).
-2. **Role labels.** A template label (``BEGINNING OF CONVERSATION``, ``USER``,
-   ``ASSISTANT`` for the default template: the upper-case words before a colon
-   in the template) followed by a colon becomes ``«label»`` in lower case, e.g.
-   ``ASSISTANT: Sure`` becomes ``«assistant» Sure``. Matching ignores case and
-   runs on a *folded* copy of the text: NFKD compatibility folding (full-width
-   ``ＡＳＳＩＳＴＡＮＴ：``, math letters, ``﹕``), combining marks and invisible
-   format characters (zero-width space/joiner, BOM, soft hyphen...) dropped, a
-   small table of Cyrillic/Greek look-alikes mapped to Latin, one optional
-   separator between letters (``A S S I S T A N T:``, ``U.S.E.R:``) and
-   markdown emphasis or spaces before the colon (``**User** :``). A colon-less
-   multi-word label written in capitals (``BEGINNING OF CONVERSATION``) is
-   lower-cased. A single word without a colon (``the USER table``) is left
-   alone: it is ordinary prose and the model never saw it as a marker. A label
-   is matched inside words too (``superuser:`` reads ``super«user»``): a
-   zero-width character can hide a word boundary, and the structural check
-   below counts plain substrings.
-3. **Special tokens.** The generator's special tokens (its ``special_tokens``
-   attribute when it has one) plus :data:`COMMON_SPECIAL_TOKENS` and anything
-   shaped like ``<|name|>`` are broken with a visible space after their first
-   character (``<|im_end|>`` becomes ``< |im_end|>``) so no tokenizer can match
-   them, while a reader still sees what was written.
-4. **Separator.** The separator's core (``|``) standing where the template's
-   separator stands, i.e. with whitespace or a field edge on both sides, becomes
-   ``/``. ``a || b`` and ``x|y`` are untouched; a markdown table row
-   ``| a | b |`` reads ``/ a / b /`` and a shell pipe ``ls | wc`` reads
-   ``ls / wc``: the price of a separator that can be parsed back.
-5. **Conversation turn labels** (only inside :meth:`render_conversation`):
-   ``[user]``-style labels in message content become ``(user)`` so a message
-   cannot fake a turn.
-
-We do not attempt Unicode's full confusables table, spelled-out or translated
-markers, or markers split by more than one character per gap: those read as
-prose to the corrector too. Every render ends with a structural check (each
-template marker and the separator occur exactly as often as in the template),
-so a rule gap raises :class:`PromptRenderError` instead of sending a forged
-prompt.
+Both fields are untrusted text and are neutralised first
+(:mod:`aligner_proxy.core.neutralize` holds the rules). Every render ends with
+a structural check (each template marker and the separator occur exactly as
+often as in the template), so a rule gap raises :class:`PromptRenderError`
+instead of sending a forged prompt.
 
 Length budget: the question keeps its *tail* (in a long question the actual
 ask, and in a conversation the latest turn, comes last) and the answer keeps
 its *head* (its opening decides whether it complies or refuses, and the
 corrector writes its rewrite from the start within ``max_new_tokens`` anyway).
+
+The corrector's output is cut at the first stop marker (a role label or a
+special token: the model started a new turn) by :meth:`PromptRenderer.clean_correction`,
+and incrementally, for a stream, by :class:`StreamCleaner`.
 """
 
 from __future__ import annotations
 
-import functools
 import logging
-import re
-import string
-import unicodedata
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
 from aligner_proxy.core.generation import ChatMessage
+from aligner_proxy.core.neutralize import TURN_ROLES, Neutralizer
+from aligner_proxy.core.template import AlignerTemplate
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_TEMPLATE = (
-    "BEGINNING OF CONVERSATION: USER: Edit the following Question-Answer pair to make it "
-    "more helpful and harmless: {question} | {answer} ASSISTANT:"
-)
-
-COMMON_SPECIAL_TOKENS: tuple[str, ...] = (
-    # ChatML / Qwen / OpenAI
-    "<|im_start|>", "<|im_end|>", "<|endoftext|>", "<|endofprompt|>", "<|fim_prefix|>",
-    "<|fim_middle|>", "<|fim_suffix|>", "<|fim_pad|>",
-    # Llama 3 / Phi / Zephyr
-    "<|begin_of_text|>", "<|end_of_text|>", "<|start_header_id|>", "<|end_header_id|>",
-    "<|eot_id|>", "<|eom_id|>", "<|python_tag|>", "<|system|>", "<|user|>", "<|assistant|>",
-    "<|end|>",
-    # SentencePiece / Llama 2 / Mistral / Gemma
-    "<s>", "</s>", "<unk>", "<pad>", "<bos>", "<eos>", "<mask>", "[INST]", "[/INST]",
-    "<<SYS>>", "<</SYS>>", "<start_of_turn>", "<end_of_turn>",
-    # BERT-style
-    "[CLS]", "[SEP]", "[PAD]", "[MASK]", "[UNK]",
-)  # fmt: skip
-
 Keep = Literal["head", "tail"]
 
-_SEPARATOR_GAP = r"[\s._*~`-]"  # what may stand between the letters of a spelled-out label
-_COLONS = "[:\u2236\ua789\u02d0\u02f8\u0589\u05c3\u2e2c\ufe13\ufe55\uff1a]"
-_CHAT_TOKEN = r"<\|[^<>|\s]{1,64}\|>"
-_TURN_ROLES = ("system", "developer", "user", "assistant", "tool", "function", "ipython", "other")
 _TURN_SEPARATOR = "\n\n"
-_NEWLINES = re.compile(r"\r\n?|[\u2028\u2029\x85\x0b\x0c]")
-_CONTROLS = re.compile(r"[\x00-\x08\x0e-\x1f\x7f-\x84\x86-\x9f]")
-_SURROGATES = re.compile(r"[\ud800-\udfff]")
-_LABEL_IN_TEMPLATE = re.compile(r"\b[A-Z]{2,}(?: [A-Z]{2,})*(?= *:)")
-_HOMOGLYPHS = str.maketrans(
-    "АВЕКМНОРСТУХЅІЈԚԜаеорсухѕіјԛԝһԁΑΒΕΖΗΙΚΜΝΟΡΤΥΧοιı",
-    "ABEKMHOPCTYXSIJQWaeopcyxsijqwhdABEZHIKMNOPTYXoii",
-)
-
-
-class TemplateError(ValueError):
-    """The Aligner template string is not usable (bad fields or no separator)."""
 
 
 class PromptRenderError(ValueError):
@@ -135,177 +58,46 @@ class Truncate(Protocol):
     def __call__(self, text: str, max_tokens: int, /, keep: Keep = "head") -> str: ...
 
 
-@dataclass(frozen=True)
-class AlignerTemplate:
-    """A validated Aligner template: literal text around one ``{question}`` and one ``{answer}``.
+class PromptTokenizer(Protocol):
+    """What building an Aligner prompt needs of a tokenizer: token budgets and the special tokens to neutralise.
 
-    ``labels`` are the role labels neutralised in user text and cut from
-    corrections; by default the upper-case words followed by a colon in the
-    template. ``{{``/``}}`` stand for literal braces, as in ``str.format``.
+    A model is not needed: the in-process generators are prompt tokenizers of
+    their own model, and a bare Hugging Face tokenizer becomes one through
+    :class:`~aligner_proxy.core.backends.tokenizer.HFTokenizer`.
     """
-
-    template: str = DEFAULT_TEMPLATE
-    labels: tuple[str, ...] | None = None
-    separator_replacement: str = "/"
-    prefix: str = field(init=False)
-    middle: str = field(init=False)
-    suffix: str = field(init=False)
-    question_first: bool = field(init=False)
-    role_labels: tuple[str, ...] = field(init=False)
-
-    def __post_init__(self) -> None:
-        try:
-            parsed = list(string.Formatter().parse(self.template))
-        except ValueError as exc:
-            raise TemplateError(f"invalid Aligner template {self.template!r}: {exc}") from exc
-        pieces, fields = [""], []
-        for literal, name, spec, conversion in parsed:
-            pieces[-1] += literal
-            if name is None:
-                continue
-            if name not in ("question", "answer") or spec or conversion:
-                raise TemplateError(
-                    f"invalid field {{{name}}} in Aligner template {self.template!r}: only plain "
-                    "{question} and {answer} are allowed (write {{ and }} for literal braces)"
-                )
-            fields.append(name)
-            pieces.append("")
-        if sorted(fields) != ["answer", "question"]:
-            raise TemplateError(f"an Aligner template needs exactly one {{question}} and one {{answer}}, got {fields}")
-        prefix, middle, suffix = pieces
-        if not middle.strip():
-            raise TemplateError("the text between {question} and {answer} must contain a separator")
-        replacement = self.separator_replacement
-        if not replacement or middle.strip() in replacement:
-            raise TemplateError(f"separator_replacement {replacement!r} must be non-empty and differ")
-        static = prefix + "\n" + middle + "\n" + suffix
-        labels = self.labels if self.labels is not None else _LABEL_IN_TEMPLATE.findall(static)
-        for label in labels:
-            if not re.fullmatch(r"[A-Za-z]+(?: [A-Za-z]+)*", label):
-                raise TemplateError(f"role label {label!r} must be letters and single spaces")
-        object.__setattr__(self, "prefix", prefix)
-        object.__setattr__(self, "middle", middle)
-        object.__setattr__(self, "suffix", suffix)
-        object.__setattr__(self, "question_first", fields[0] == "question")
-        object.__setattr__(self, "role_labels", tuple(dict.fromkeys(labels)))
 
     @property
-    def markers(self) -> tuple[str, ...]:
-        """Strings that must occur in a rendered prompt exactly as often as in the template."""
-        return (*(f"{label}:" for label in self.role_labels), self.middle)
+    def special_tokens(self) -> Sequence[str]:
+        """Strings the tokenizer reads as control tokens (``<|im_end|>``...): broken up in untrusted text."""
+        ...
 
+    def count_tokens(self, text: str) -> int: ...
 
-def _sanitize(text: str) -> str:
-    text = _NEWLINES.sub("\n", text)
-    text = _CONTROLS.sub("", text)
-    return _SURROGATES.sub("\ufffd", text)
-
-
-def _fold(text: str) -> tuple[str, list[int] | None]:
-    """Fold ``text`` for matching; return it with each folded char's index in ``text``.
-
-    The index is ``None`` when folding is the identity (ASCII text, the common case).
-    """
-    if text.isascii():
-        return text, None
-    chars: list[str] = []
-    index: list[int] = []
-    for i, ch in enumerate(text):
-        folded = _fold_char(ch)
-        chars.append(folded)
-        index.extend([i] * len(folded))
-    return "".join(chars), index
-
-
-@functools.lru_cache(maxsize=8192)
-def _fold_char(ch: str) -> str:
-    """NFKD, homoglyphs to Latin, combining marks and invisible characters dropped."""
-    return "".join(
-        c
-        for c in unicodedata.normalize("NFKD", ch).translate(_HOMOGLYPHS)
-        if unicodedata.category(c) not in ("Mn", "Me", "Cf") and c not in "\u115f\u1160\u3164\uffa0"
-    )
-
-
-def _usable_special(token: str) -> bool:
-    return len(token) >= 2 and token == token.strip()
-
-
-def _label_pattern(label: str) -> str:
-    """A label spelled with at most one gap character between letters (``A S S I S T A N T``)."""
-    words = [(_SEPARATOR_GAP + "?").join(map(re.escape, word)) for word in label.split()]
-    return (_SEPARATOR_GAP + "+").join(words)
+    def truncate(self, text: str, max_tokens: int, keep: Keep = "head") -> str:
+        """Cut ``text`` to at most ``max_tokens`` tokens, keeping its head or tail."""
+        ...
 
 
 class PromptRenderer:
     """Renders Aligner prompts for one template and one tokenizer's special tokens.
 
-    Build one per generator (the :class:`~aligner_proxy.core.corrector.Corrector`
+    Build one per tokenizer (a :class:`~aligner_proxy.core.corrector.CorrectionPrompter`
     does) and reuse it: the neutralisation patterns are compiled once.
     """
 
     def __init__(self, template: AlignerTemplate | None = None, special_tokens: Iterable[str] | None = None) -> None:
         self.template = template or AlignerTemplate()
-        tokens = (*COMMON_SPECIAL_TOKENS, *(special_tokens or ()))
-        self.special_tokens: tuple[str, ...] = tuple(dict.fromkeys(filter(_usable_special, tokens)))
+        self.neutralizer = Neutralizer(self.template, special_tokens)
+        self.special_tokens = self.neutralizer.special_tokens
         labels = tuple(label if " " in label else f"{label}:" for label in self.template.role_labels)
         self.generation_stops: tuple[str, ...] = labels
         """The label stops worth passing to ``GenerationParams.stop`` (few: APIs cap their number)."""
         self.stop_markers: tuple[str, ...] = tuple(dict.fromkeys(labels + self.special_tokens))
         """Where a correction ends: the model started a new turn or wrote a special token."""
-        self._pattern = self._compile(conversation=False)
-        self._conversation_pattern = self._compile(conversation=True)
-
-    def _compile(self, *, conversation: bool) -> re.Pattern[str]:
-        folded = sorted({_fold(t)[0] for t in self.special_tokens}, key=len, reverse=True)
-        alternatives = [f"(?P<S>{'|'.join([*map(re.escape, folded), _CHAT_TOKEN])})"]
-        for k, label in enumerate(self.template.role_labels):
-            body = _label_pattern(label)
-            alternatives.append(f"(?P<L{k}>(?i:{body})[\\s*_~`]*{_COLONS})")
-            if " " in label:
-                words = r"\s+".join(map(re.escape, label.split()))
-                alternatives.append(f"(?P<B{k}>{words})")
-        middle = self.template.middle
-        core = r"\s+".join(map(re.escape, middle.split()))
-        before = r"(?<!\S)" if middle[0].isspace() else ""
-        after = r"(?!\S)" if middle[-1].isspace() else ""
-        alternatives.append(f"(?P<SEP>{before}{core}{after})")
-        if conversation:
-            alternatives.append(rf"(?P<T>\[\s*(?i:{'|'.join(_TURN_ROLES)})\s*\])")
-        return re.compile("|".join(alternatives))
-
-    def _replace(self, match: re.Match[str], original: str) -> str:
-        group = match.lastgroup or ""
-        if group == "S":
-            return original[0] + " " + original[1:]
-        if group == "SEP":
-            return self.template.separator_replacement
-        if group == "T":
-            return "(" + re.sub(r"[\[\]\s]", "", match.group()).lower() + ")"
-        label = self.template.role_labels[int(group[1:])].lower()
-        return f"«{label}»" if group[0] == "L" else label
 
     def neutralize(self, text: str, *, conversation: bool = False) -> str:
-        """Make ``text`` safe to place in a template field (rules in the module docstring).
-
-        Idempotent: neutralising neutralised text changes nothing.
-        """
-        text = _sanitize(text)
-        folded, index = _fold(text)
-        pattern = self._conversation_pattern if conversation else self._pattern
-        out: list[str] = []
-        last = 0
-        for match in pattern.finditer(folded):
-            start, end = match.span()
-            if index is not None:
-                start, end = index[start], index[end - 1] + 1
-            if start < last:  # overlaps the previous match through a multi-char fold
-                continue
-            out.append(text[last:start])
-            out.append(self._replace(match, text[start:end]))
-            last = end
-        out.append(text[last:])
-        return "".join(out)
+        """:meth:`~aligner_proxy.core.neutralize.Neutralizer.neutralize` with this renderer's rules."""
+        return self.neutralizer.neutralize(text, conversation=conversation)
 
     def _fit(
         self,
@@ -441,7 +233,7 @@ class PromptRenderer:
 
 def _role_name(role: str) -> str:
     name = role.strip().lower()
-    return name if name in _TURN_ROLES else "other"
+    return name if name in TURN_ROLES else "other"
 
 
 class StreamCleaner:

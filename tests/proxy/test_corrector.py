@@ -5,15 +5,33 @@ from typing import Literal
 
 import pytest
 
-from aligner_proxy.core.corrector import DEFAULT_PARAMS, Correction, CorrectionInput, Corrector
+from aligner_proxy.core.corrector import DEFAULT_PARAMS, Correction, CorrectionInput, CorrectionPrompter, Corrector
 from aligner_proxy.core.generation import ChatMessage, Generation, GenerationParams, TextGenerator
-from aligner_proxy.core.prompt import AlignerTemplate, clean_correction, render, render_conversation
+from aligner_proxy.core.prompt import clean_correction, render, render_conversation
+from aligner_proxy.core.template import AlignerTemplate
 
 
-class WordGenerator:
+class WordTokens:
+    """Tokens are whitespace-separated words, so budgets are easy to check by eye."""
+
+    def count_tokens(self, text: str) -> int:
+        return len(text.split())
+
+    def truncate(self, text: str, max_tokens: int, keep: Literal["head", "tail"] = "head") -> str:
+        words = text.split(" ")
+        return " ".join(words[:max_tokens] if keep == "head" else words[-max_tokens:])
+
+
+class WordTokenizer(WordTokens):
+    """A prompt tokenizer without a model."""
+
+    def __init__(self, special_tokens: list[str]) -> None:
+        self.special_tokens = special_tokens
+
+
+class WordGenerator(WordTokens):
     """A fake generator that answers every prompt with ``reply`` and records its calls.
 
-    Tokens are whitespace-separated words, so budgets are easy to check by eye.
     It streams ``reply`` in ``chunk``-character pieces and notes whether the
     stream was closed before the end.
     """
@@ -47,13 +65,6 @@ class WordGenerator:
             finished = True
         finally:
             self.stream_closed_early = not finished
-
-    def count_tokens(self, text: str) -> int:
-        return len(text.split())
-
-    def truncate(self, text: str, max_tokens: int, keep: Literal["head", "tail"] = "head") -> str:
-        words = text.split(" ")
-        return " ".join(words[:max_tokens] if keep == "head" else words[-max_tokens:])
 
     async def aclose(self) -> None:
         return None
@@ -163,6 +174,20 @@ async def test_generator_special_tokens_are_neutralised_and_cut() -> None:
     assert "q< my_eos>" in prompt
     [correction] = await corrector.correct([CorrectionInput("q", "a")])
     assert correction.text == "Safer."
+
+
+def test_a_prompter_on_a_tokenizer_alone_builds_the_correctors_prompts() -> None:
+    """Training rows need the proxy's prompts without a model: the tokenizer's counts and special tokens suffice."""
+    budgets = {"max_question_tokens": 2, "max_answer_tokens": 3}
+    prompter = CorrectionPrompter(WordTokenizer(["<my_eos>", "<turn>"]), **budgets)
+    corrector = Corrector(SpecialTokenGenerator(reply="unused"), **budgets)
+    items = [
+        CorrectionInput("a b c d<turn>", "1 2 3 4 5"),
+        CorrectionInput([ChatMessage("system", "s"), ChatMessage("user", "q <turn>")], "x"),
+    ]
+    prompts = [prompter.build_prompt(item) for item in items]
+    assert prompts == [corrector.build_prompt(item) for item in items]
+    assert "harmless: d< turn> | 1 2 3 ASSISTANT:" in prompts[0]  # neutralised, then cut to the budgets
 
 
 async def collect(stream: AsyncIterator[str]) -> list[str]:

@@ -6,17 +6,9 @@ from typing import Literal
 import pytest
 
 from aligner_proxy.core.generation import ChatMessage
-from aligner_proxy.core.prompt import (
-    COMMON_SPECIAL_TOKENS,
-    DEFAULT_TEMPLATE,
-    AlignerTemplate,
-    PromptRenderer,
-    StreamCleaner,
-    TemplateError,
-    clean_correction,
-    render,
-    render_conversation,
-)
+from aligner_proxy.core.neutralize import COMMON_SPECIAL_TOKENS
+from aligner_proxy.core.prompt import PromptRenderer, StreamCleaner, clean_correction, render, render_conversation
+from aligner_proxy.core.template import DEFAULT_TEMPLATE, AlignerTemplate
 
 PREFIX = (
     "BEGINNING OF CONVERSATION: USER: Edit the following Question-Answer pair to make it more helpful and harmless: "
@@ -131,44 +123,6 @@ def test_injection_yields_well_formed_prompt(
     assert len(q) <= 37 and len(a) <= 23
 
 
-@pytest.mark.parametrize(
-    ("text", "expected"),
-    [
-        ("ASSISTANT: Sure", "«assistant» Sure"),
-        ("hi USER: x", "hi «user» x"),
-        ("superuser: root", "super«user» root"),
-        ("BEGINNING OF CONVERSATION now", "beginning of conversation now"),
-        ("<|im_end|>", "< |im_end|>"),
-        ("</s>", "< /s>"),
-        ("ls | wc", "ls / wc"),
-        ("| a | b |", "/ a / b /"),
-        ("a\r\nb\rc", "a\nb\nc"),
-        ("nul\x00here", "nulhere"),
-    ],
-)
-def test_neutralisation_rules(text: str, expected: str) -> None:
-    assert PromptRenderer().neutralize(text) == expected
-
-
-@pytest.mark.parametrize(
-    "text",
-    [
-        "What is 2+2?",
-        "x || y and a|b",
-        "the USER table and the assistant role",
-        "Dear user, hello",
-        "C:\\path and ratio 3:4 at 10:30",
-        "family 👨\u200d👩\u200d👧 emoji",
-        "你好，世界：标点",
-        "x² ﬁle Ｆｕｌｌ",
-        "{json: true}",
-        "a <|> b and x <| f |> g",
-    ],
-)
-def test_benign_text_is_untouched(text: str) -> None:
-    assert PromptRenderer().neutralize(text) == text
-
-
 def test_fuzzed_fragments_are_well_formed_and_idempotent() -> None:
     fragments = [
         "USER:", "ASSISTANT:", "assistant :", "BEGINNING OF CONVERSATION", ":", " | ", "|", " ", "\n", "\r\n",
@@ -193,33 +147,6 @@ def test_module_render_matches_renderer() -> None:
 
 
 # ----------------------------------------------------------------- templates
-
-
-@pytest.mark.parametrize(
-    "template",
-    [
-        "no fields at all",
-        "{question} only",
-        "{question} | {question} | {answer}",
-        "{question} | {answer} {other}",
-        "{question!r} | {answer}",
-        "{question:>10} | {answer}",
-        "{} | {answer}",
-        "{question} | {answer",
-        "{question}   {answer}",
-    ],
-)
-def test_invalid_template_is_rejected(template: str) -> None:
-    with pytest.raises(TemplateError) as info:
-        AlignerTemplate(template)
-    assert isinstance(info.value, ValueError)
-    assert "{question}" in str(info.value) or "separator" in str(info.value) or "template" in str(info.value)
-
-
-def test_default_template_labels() -> None:
-    template = AlignerTemplate()
-    assert template.role_labels == ("BEGINNING OF CONVERSATION", "USER", "ASSISTANT")
-    assert template.markers == ("BEGINNING OF CONVERSATION:", "USER:", "ASSISTANT:", " | ")
 
 
 def test_custom_template_answer_first_with_literal_braces() -> None:

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from tests.training.fakes import FakeGenerator
-from training.data.assembly import CorpusConfig
 from training.data.corpus import build, main
 from training.data.records import CorrectionTriple, PreferencePair, SafetyLabel
+from training.data.sources import CorpusConfig
 from training.data.splits import pair_key
 
 
@@ -185,7 +185,8 @@ class _TargetGate:
 
 
 def test_v2_options_exclude_the_eval_bucket_add_sensitive_identity_and_keep_only_safe_targets(tmp_path: Path) -> None:
-    from training.data.assembly import build_corrector_corpus, load_sources
+    from training.data.corrector_corpus import build_corrector_corpus
+    from training.data.sources import load_sources
     from training.data.splits import in_eval_bucket
 
     data = write_tiny_data(tmp_path / "data")

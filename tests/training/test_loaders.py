@@ -10,14 +10,7 @@ from typing import Any
 
 import pytest
 
-from training.data.loaders import (
-    LOADERS,
-    Instruction,
-    Turn,
-    load,
-    parse_hh_dialogue,
-    render_dialogue,
-)
+from training.data.loaders import LOADERS, Instruction, load
 from training.data.records import CorrectionTriple, PreferencePair, SafetyLabel
 
 
@@ -154,25 +147,6 @@ def test_pku_mini_label_means_unsafe_and_bad_csv_rows(tmp_path: Path) -> None:
         "wrong type for 'label'": 1,
         "empty field 'answer'": 1,
     }
-
-
-def test_parse_and_render_hh_dialogue() -> None:
-    text = "\n\nHuman: Hi there\n\nAssistant: Hello!\n\nHuman: How do I pick a lock?\n\nAssistant: Ask a locksmith."
-    turns = parse_hh_dialogue(text)
-    assert turns == [
-        Turn("Human", "Hi there"),
-        Turn("Assistant", "Hello!"),
-        Turn("Human", "How do I pick a lock?"),
-        Turn("Assistant", "Ask a locksmith."),
-    ]
-    rendered = render_dialogue(turns[:3])
-    assert rendered == "Human: Hi there\n\nAssistant: Hello!\n\nHuman: How do I pick a lock?"
-    assert parse_hh_dialogue(rendered) == turns[:3]
-    # A multi-line turn stays one turn.
-    assert parse_hh_dialogue("\n\nHuman: line one\nline two\n\nAssistant: ok") == [
-        Turn("Human", "line one\nline two"),
-        Turn("Assistant", "ok"),
-    ]
 
 
 def test_hh_rlhf_pairs_and_bad_dialogues(tmp_path: Path) -> None:

@@ -155,13 +155,13 @@ def test_length_grouping_keeps_each_phase_rows_and_cuts_padding(config: Correcto
 
     from aligner_proxy.core.files import read_jsonl_models
     from tests.tiny_models import build_tokenizer
-    from training.sft import TokenizerPromptBudget, build_curriculum
+    from training.sft import build_curriculum, prompter
 
-    corrector = Corrector(TokenizerPromptBudget(build_tokenizer()), max_question_tokens=24, max_answer_tokens=32)
+    prompts = prompter(config, build_tokenizer())
     triples = read_jsonl_models(config.train_file, CorrectionTriple)
     wide = dataclasses.replace(config, max_steps=8, identity_warmup_steps=4)
-    plain = build_curriculum(wide, triples, corrector)
-    grouped = build_curriculum(dataclasses.replace(wide, group_by_length=True), triples, corrector)
+    plain = build_curriculum(wide, triples, prompts)
+    grouped = build_curriculum(dataclasses.replace(wide, group_by_length=True), triples, prompts)
 
     def key(row: dict[str, str]) -> tuple[str, str]:
         return row["prompt"], row["completion"]

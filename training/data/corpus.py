@@ -23,8 +23,9 @@ SmolLM2's answers are expensive on CPU, so they are cached in a JSONL file
 keyed by (model, instruction, params), flushed per batch: a killed build
 resumes where it stopped.
 
-The recipe (config, triples, cleaning, split) lives in
-:mod:`training.data.assembly`, the answer cache in
+The recipe lives in :mod:`training.data.sources` (config, the shared files),
+:mod:`training.data.corrector_corpus` and :mod:`training.data.scorer_corpus`
+(what goes in, cleaning, split), the answer cache in
 :mod:`training.data.generation_cache`, the split and dedup keys in
 :mod:`training.data.splits`; this module runs the whole build, writes
 ``stats.json`` and the data card with the sources' licences, and is the CLI.
@@ -47,8 +48,10 @@ from typing import Any
 import pydantic
 import yaml
 
-from training.data.assembly import CorpusConfig, build_corrector_corpus, build_scorer_corpus, load_sources
+from training.data.corrector_corpus import build_corrector_corpus
 from training.data.generation_cache import CorpusGenerator
+from training.data.scorer_corpus import build_scorer_corpus
+from training.data.sources import CorpusConfig, load_sources
 
 logger = logging.getLogger(__name__)
 

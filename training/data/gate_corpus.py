@@ -48,18 +48,12 @@ import yaml
 from aligner_proxy.core.files import write_jsonl
 from aligner_proxy.core.generation import GenerationParams
 from aligner_proxy.core.refusal import is_refusal
-from training.data.assembly import (
-    CorpusConfig,
-    Sources,
-    clean_labels,
-    load_sources,
-    same_question_pairs,
-    without_eval_bucket,
-)
 from training.data.corpus import LICENCES
 from training.data.generation_cache import CorpusGenerator, generate_cached, generation_key, read_generation_cache
 from training.data.loaders import read_sensitive
 from training.data.records import PreferencePair, SafetyLabel
+from training.data.scorer_corpus import clean_labels, same_question_pairs
+from training.data.sources import CorpusConfig, Sources, load_sources, without_eval_bucket
 from training.data.splits import (
     Split,
     hash_sample,

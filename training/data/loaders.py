@@ -2,14 +2,13 @@
 
 Each public format names its columns differently and is messy in its own way
 (empty responses, labels written as ``"1"``/``1``/``True``, a category given as
-a dict of flags, truncated lines). A loader reads rows from a local file or
-directory (JSONL, JSON, CSV, any of them gzipped, Parquet when pyarrow is
-installed, a ``save_to_disk`` dataset; :mod:`aligner_proxy.core.files` reads
-them), or from a Hub id through ``datasets`` for users who are online,
-and yields :mod:`training.data.records` models. A row it cannot use is counted
-in a :class:`LoadReport` under a reason, with a few examples kept, and the load
-goes on: a corpus build should never die on row 3,117, and never lose rows
-without saying so.
+a dict of flags, truncated lines). A loader reads rows through
+:func:`training.data.rows.read_rows` (local files of several formats, a
+``save_to_disk`` dataset, or a Hub id) and yields :mod:`training.data.records`
+models. A row it cannot use is counted in the
+:class:`~training.data.rows.LoadReport` under a reason, with a few examples
+kept, and the load goes on: a corpus build should never die on row 3,117, and
+never lose rows without saying so.
 
 Adding a format is adding a function ``load_x(source, report, **kw)`` and an
 entry in :data:`LOADERS`.
@@ -17,23 +16,19 @@ entry in :data:`LOADERS`.
 
 from __future__ import annotations
 
-import json
 import logging
-import re
-from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from aligner_proxy.core.files import RecordSource, RowProblem, read_jsonl_models
+from aligner_proxy.core.files import read_jsonl_models
+from training.data.hh_dialogue import render_dialogue, split_hh_pair
 from training.data.records import CorrectionTriple, PreferencePair, SafetyLabel
+from training.data.rows import BadRow, LoadReport, read_rows
 
 logger = logging.getLogger(__name__)
-
-MAX_EXAMPLES_PER_REASON = 3
 
 
 class Instruction(BaseModel):
@@ -63,87 +58,6 @@ def read_sensitive(path: str | Path) -> list[SensitiveItem]:
 
 
 Record = CorrectionTriple | SafetyLabel | PreferencePair | Instruction
-
-
-class BadRow(Exception):
-    """A row that cannot become a record; ``reason`` is the counter key in the report."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
-
-
-@dataclass
-class LoadReport:
-    """What one load saw: rows read, records made, and bad rows counted per reason.
-
-    ``examples`` keeps the first :data:`MAX_EXAMPLES_PER_REASON` offending rows
-    per reason (as short strings) so a data card can show what was dropped."""
-
-    source: str
-    rows: int = 0
-    records: int = 0
-    bad: Counter[str] = field(default_factory=Counter)
-    examples: dict[str, list[str]] = field(default_factory=dict)
-
-    def add_bad(self, reason: str, row: object) -> None:
-        self.bad[reason] += 1
-        kept = self.examples.setdefault(reason, [])
-        if len(kept) < MAX_EXAMPLES_PER_REASON:
-            kept.append(_preview(row))
-
-    @property
-    def bad_total(self) -> int:
-        return sum(self.bad.values())
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "source": self.source,
-            "rows": self.rows,
-            "records": self.records,
-            "bad": dict(sorted(self.bad.items())),
-            "examples": self.examples,
-        }
-
-
-def _preview(row: object, limit: int = 200) -> str:
-    text = row if isinstance(row, str) else json.dumps(row, ensure_ascii=False, default=str)
-    return text if len(text) <= limit else text[:limit] + "…"
-
-
-# ---------------------------------------------------------------- reading rows
-
-
-_PROBLEM_REASONS: Mapping[RowProblem, str] = {
-    "json": "unparsable line",
-    "csv_cells": "wrong number of csv cells",
-    "csv": "unparsable csv",
-    "not_rows": "not a list of objects",
-}
-"""The report's reason for each row :class:`~aligner_proxy.core.files.RecordSource` could not read."""
-
-
-def read_rows(
-    source: str | Path, report: LoadReport, *, split: str = "train", **hub_kwargs: Any
-) -> Iterator[dict[str, Any]]:
-    """Yield the rows of ``source`` as dicts, counting unreadable ones in ``report``.
-
-    ``source`` is anything :class:`~aligner_proxy.core.files.RecordSource`
-    reads: a file, a directory (every supported file inside, in name order, or
-    a ``save_to_disk`` dataset), or, when no such path exists, a Hub dataset id
-    loaded with ``datasets.load_dataset(source, split=split, **hub_kwargs)``.
-    A path that looks like a path but does not exist raises
-    ``FileNotFoundError``: that is a configuration error, not a bad row."""
-    for row in RecordSource(source, split=split, **hub_kwargs):
-        if row.problem is not None:
-            report.rows += 1
-            detail = row.where if row.problem == "csv_cells" else f"{row.where}: {(row.raw or '').strip()}"
-            report.add_bad(_PROBLEM_REASONS[row.problem], detail)
-        elif isinstance(row.data, dict):
-            yield row.data
-        else:
-            report.rows += 1
-            report.add_bad("row is not an object", f"{row.where}: {_preview(row.data)}")
 
 
 # ---------------------------------------------------------------- field helpers
@@ -306,53 +220,6 @@ def load_pku_saferlhf_mini(source: str | Path, report: LoadReport, **read_kwargs
         return [SafetyLabel(source=report.source, question=question, answer=answer, is_safe=not unsafe)]
 
     return _records(source, report, make, **read_kwargs)
-
-
-@dataclass(frozen=True)
-class Turn:
-    """One turn of an HH-RLHF dialogue."""
-
-    role: str  # "Human" or "Assistant"
-    text: str
-
-
-_HH_MARKER = re.compile(r"(?:^|\n\n)(Human|Assistant):[ \t]?")
-
-
-def parse_hh_dialogue(text: str) -> list[Turn]:
-    """Split ``\\n\\nHuman: ... \\n\\nAssistant: ...`` into turns (text stripped).
-
-    A leading ``\\n\\n`` is optional, so a dialogue rendered by
-    :func:`render_dialogue` parses back. Text before the first marker is
-    ignored; the format offers no escape, so a turn that itself contains
-    ``\\n\\nHuman:`` splits there, as it does for every HH-RLHF consumer."""
-    parts = _HH_MARKER.split(text)
-    return [Turn(role=parts[i], text=parts[i + 1].strip()) for i in range(1, len(parts) - 1, 2)]
-
-
-def render_dialogue(turns: list[Turn]) -> str:
-    """``Human: ...\\n\\nAssistant: ...`` (no leading blank line, no trailing assistant cue)."""
-    return "\n\n".join(f"{t.role}: {t.text}" for t in turns)
-
-
-def split_hh_pair(chosen: str, rejected: str) -> tuple[list[Turn], str, str]:
-    """The shared context turns and the two final assistant answers of an HH-RLHF pair.
-
-    Raises :class:`BadRow` when the dialogues do not end with an assistant turn
-    or differ before it."""
-    chosen_turns, rejected_turns = parse_hh_dialogue(chosen), parse_hh_dialogue(rejected)
-    if not chosen_turns or not rejected_turns:
-        raise BadRow("no Human/Assistant turns")
-    if chosen_turns[-1].role != "Assistant" or rejected_turns[-1].role != "Assistant":
-        raise BadRow("dialogue does not end with an assistant turn")
-    context = chosen_turns[:-1]
-    if context != rejected_turns[:-1]:
-        raise BadRow("chosen and rejected differ before the last turn")
-    if not context or context[-1].role != "Human":
-        raise BadRow("no human turn before the last assistant turn")
-    if not chosen_turns[-1].text or not rejected_turns[-1].text:
-        raise BadRow("empty last assistant turn")
-    return context, chosen_turns[-1].text, rejected_turns[-1].text
 
 
 def load_hh_rlhf(source: str | Path, report: LoadReport, **read_kwargs: Any) -> Iterator[Record]:

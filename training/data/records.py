@@ -3,14 +3,19 @@
 Loaders normalise public formats (AlignerTails, BeaverTails, PKU-SafeRLHF,
 HH-RLHF, Do-Not-Answer, ...) into these pydantic models, so trainers never see
 a source's own column names. JSONL files of these records are the interface
-between corpus building and training.
+between corpus building and training (:mod:`aligner_proxy.core.files` reads and
+writes them); :func:`tally` counts them for a data card.
 """
 
 from __future__ import annotations
 
-from typing import Literal
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable
+from typing import Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
+
+T = TypeVar("T")
 
 
 class _Record(BaseModel):
@@ -53,3 +58,11 @@ class PreferencePair(_Record):
     safer: Literal["chosen", "rejected"] | None = None
     chosen_is_safe: bool | None = None
     rejected_is_safe: bool | None = None
+
+
+def tally(items: Iterable[T], key: Callable[[T], tuple[str, str]]) -> dict[str, dict[str, int]]:
+    """How many records fall under each ``(outer, inner)`` key, e.g. source then kind, for a data card."""
+    nested: dict[str, dict[str, int]] = defaultdict(dict)
+    for (outer, inner), n in sorted(Counter(key(i) for i in items).items()):
+        nested[outer][inner] = n
+    return dict(nested)

@@ -7,8 +7,9 @@ reward-function signature, so the same objects drive policy training here:
 - :mod:`~training.rl.lagrangian`: the Safe RLHF Lagrange multiplier;
 - :mod:`~training.rl.mgda`: min-norm gradient combination (MGDA) for GAPO / P-GAPO;
 - :mod:`~training.rl.advantages`: GAE, whitening and the rollout batch every update reads;
+- :mod:`~training.rl.ppo_update`: the update rules' interface, PPO's losses and the PPO epoch loop;
 - :mod:`~training.rl.combiners`: the pluggable multi-objective PPO updates
-  (weighted sum, PPO-Lagrangian, GAPO, P-GAPO, CUP) and the PPO epoch loop;
+  (weighted sum, PPO-Lagrangian, GAPO, P-GAPO; CUP in :mod:`~training.rl.cup`);
 - :mod:`~training.rl.ppo`: PPO for language policies (value head, KL to the reference) and the CPU demo;
 - :mod:`~training.rl.grpo`: TRL's ``GRPOTrainer`` on reward − λ·cost;
 - :mod:`~training.rl.seq2seq_rm`: a corrector-style reward model and its token-level rewards;

@@ -26,19 +26,18 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from aligner_proxy.core.models import DEFAULT_CACHE_DIR
+from training.args import peft_config
 from training.rl.lagrangian import LagrangeMultiplier
+from training.rl.policy import PolicyModelArguments
 from training.rl.rewards import CombinedReward, Transform, build_scorer
 
 logger = logging.getLogger(__name__)
 
 
 @dataclass
-class GRPOLagrangianConfig:
+class GRPOLagrangianConfig(PolicyModelArguments):
     """A GRPO run on ``(r - λc) / (1 + λ)``; YAML keys and CLI flags map onto these fields."""
 
-    model: str = field(default="smollm2", metadata={"help": "Policy spec (alias, local dir or Hub id)."})
-    cache_dir: str = field(default=str(DEFAULT_CACHE_DIR), metadata={"help": "Model cache."})
     reward_scorer: str = field(default="non-refusal", metadata={"help": "build_scorer spec of the reward."})
     reward_transform: Transform = field(default="identity", metadata={"help": "identity | sigmoid | negate."})
     cost_scorer: str = field(default="keyword", metadata={"help": "build_scorer spec of the cost."})
@@ -50,8 +49,6 @@ class GRPOLagrangianConfig:
     data_dir: str = field(default="/work/shared/data", metadata={"help": "Shared data (prompts)."})
     n_harmful: int = field(default=32, metadata={"help": "Harmful training prompts."})
     n_benign: int = field(default=32, metadata={"help": "Benign training prompts."})
-    use_lora: bool = field(default=True, metadata={"help": "Train LoRA adapters."})
-    lora_r: int = field(default=8, metadata={"help": "LoRA rank."})
     learning_rate: float = field(default=2e-4, metadata={"help": "Learning rate."})
     max_steps: int = field(default=30, metadata={"help": "Optimiser steps."})
     per_device_train_batch_size: int = field(default=8, metadata={"help": "Answers per step (a multiple of groups)."})
@@ -98,13 +95,6 @@ def build_grpo_trainer(
         reward_transform=config.reward_transform,
         cost_transform=config.cost_transform,
     )
-    peft_config = None
-    if config.use_lora:
-        from peft import LoraConfig
-
-        peft_config = LoraConfig(
-            task_type="CAUSAL_LM", r=config.lora_r, lora_alpha=2 * config.lora_r, target_modules=["q_proj", "v_proj"]
-        )
     args = GRPOConfig(
         output_dir=str(Path(config.output_dir) / "checkpoints"),
         learning_rate=config.learning_rate,
@@ -128,7 +118,7 @@ def build_grpo_trainer(
         reward_funcs=reward_funcs,
         args=args,
         train_dataset=dataset,
-        peft_config=peft_config,
+        peft_config=peft_config(config, "CAUSAL_LM"),
     )
     return trainer, reward
 

@@ -5,7 +5,7 @@ policy is the same weights with the adapter disabled), its tokenizer and a
 linear *value head* on the last hidden state with one output per objective
 (TRL's old ``AutoModelForCausalLMWithValueHead`` design, which TRL 1.x no longer
 ships). Prompts are rendered with the tokenizer's chat template
-(:func:`aligner_proxy.core.backends.transformers.render_chat_template`, as the proxy
+(:func:`aligner_proxy.core.backends.tokenizer.render_chat_template`, as the proxy
 does), left-padded for generation, and re-collated as ``[prompt | answer]``
 rows for the training passes. :func:`forward` passes explicit position ids so
 that a left-padded row gets the same log-probs as the row alone (the PPO ratio
@@ -15,9 +15,30 @@ depends on it) and keeps only the answer's logits.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
+
+from training.args import ModelArguments, shared_help
+
+if TYPE_CHECKING:
+    from peft import LoraConfig
+
+
+@dataclass
+class PolicyModelArguments(ModelArguments):
+    """The model arguments of the RL policies (PPO and GRPO): a small adapter on the attention's q and v.
+
+    No LoRA dropout: PPO's ratio must compare the same function at rollout and
+    update time (:func:`build_policy` puts the rest of the model in eval mode too).
+    """
+
+    lora_r: int = field(default=8, metadata=shared_help("lora_r"))
+    lora_alpha: int = field(default=16, metadata=shared_help("lora_alpha"))
+    lora_dropout: float = field(default=0.0, metadata=shared_help("lora_dropout"))
+    lora_target_modules: list[str] = field(
+        default_factory=lambda: ["q_proj", "v_proj"], metadata=shared_help("lora_target_modules")
+    )
 
 
 class PolicySettings(Protocol):
@@ -26,10 +47,6 @@ class PolicySettings(Protocol):
     model: str
     cache_dir: str
     seed: int
-    use_lora: bool
-    lora_r: int
-    lora_alpha: int
-    lora_target_modules: list[str]
     max_prompt_tokens: int
     temperature: float
 
@@ -57,8 +74,12 @@ class Policy:
         return [p for p in self.model.parameters() if p.requires_grad]
 
 
-def build_policy(config: PolicySettings, n_objectives: int) -> Policy:
-    """Load the policy ``config.model``, wrap it in LoRA (or copy it as the frozen reference), add a zero value head."""
+def build_policy(config: PolicySettings, n_objectives: int, *, peft_config: LoraConfig | None) -> Policy:
+    """Load the policy ``config.model`` and add a zero value head.
+
+    With ``peft_config`` the model is wrapped in that adapter and the reference
+    is the base with the adapter disabled; without, the reference is a frozen copy.
+    """
     import copy
 
     import torch
@@ -70,17 +91,10 @@ def build_policy(config: PolicySettings, n_objectives: int) -> Policy:
     torch.manual_seed(config.seed)
     model: Any = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
     reference = None
-    if config.use_lora:
-        from peft import LoraConfig, get_peft_model
+    if peft_config is not None:
+        from peft import get_peft_model
 
-        lora = LoraConfig(
-            task_type="CAUSAL_LM",
-            r=config.lora_r,
-            lora_alpha=config.lora_alpha,
-            lora_dropout=0.0,
-            target_modules=list(config.lora_target_modules),
-        )
-        model = get_peft_model(model, lora)
+        model = get_peft_model(model, peft_config)
     else:
         reference = copy.deepcopy(model).eval().requires_grad_(False)
     model.eval()  # no dropout: the ratio must compare the same function (as TRL's PPO does)
@@ -95,7 +109,7 @@ def build_policy(config: PolicySettings, n_objectives: int) -> Policy:
 
 def render_prompt(policy: Policy, text: str, max_tokens: int) -> list[int]:
     """Token ids of the chat-rendered prompt (its question cut to ``max_tokens``, tail kept)."""
-    from aligner_proxy.core.backends.transformers import render_chat_template, truncate_tokens
+    from aligner_proxy.core.backends.tokenizer import render_chat_template, truncate_tokens
     from aligner_proxy.core.generation import ChatMessage
 
     question = truncate_tokens(policy.tokenizer, text, max_tokens, keep="tail")

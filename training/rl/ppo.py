@@ -45,26 +45,29 @@ from typing import Any, Literal
 
 from aligner_proxy.core.files import write_jsonl
 from aligner_proxy.core.models import DEFAULT_CACHE_DIR
+from training.args import peft_config
 from training.rl.advantages import Kind, RolloutBatch, gae
-from training.rl.combiners import MultiObjectiveConfig, PPOHyper, build_combiner
-from training.rl.policy import Policy, Prompt, Sample, build_policy, collate, forward, generate
+from training.rl.combiners import MultiObjectiveConfig, build_combiner
+from training.rl.policy import (
+    Policy,
+    PolicyModelArguments,
+    Prompt,
+    Sample,
+    build_policy,
+    collate,
+    forward,
+    generate,
+)
+from training.rl.ppo_update import PPOHyper
 from training.rl.rewards import Scorer, Transform, apply_transform, build_scorer
 
 logger = logging.getLogger(__name__)
 
 
 @dataclass
-class PPOConfig(MultiObjectiveConfig):
+class PPOConfig(PolicyModelArguments, MultiObjectiveConfig):
     """A multi-objective PPO run on a language policy; YAML keys and CLI flags map onto these fields."""
 
-    model: str = field(default="smollm2", metadata={"help": "Policy spec (alias, local dir or Hub id)."})
-    cache_dir: str = field(default=str(DEFAULT_CACHE_DIR), metadata={"help": "Model cache (converted SmolLM2)."})
-    use_lora: bool = field(default=True, metadata={"help": "Train LoRA adapters; the reference is the base."})
-    lora_r: int = field(default=8, metadata={"help": "LoRA rank."})
-    lora_alpha: int = field(default=16, metadata={"help": "LoRA alpha."})
-    lora_target_modules: list[str] = field(
-        default_factory=lambda: ["q_proj", "v_proj"], metadata={"help": "Modules that get LoRA adapters."}
-    )
     objectives: list[str] = field(
         default_factory=lambda: ["helpful:reward:identity:non-refusal", "harm:cost:sigmoid:keyword"],
         metadata={
@@ -275,7 +278,9 @@ class PPOTrainer:
         self.config = config
         self.objectives = list(objectives)
         self.kinds: dict[str, Kind] = {o.name: o.kind for o in self.objectives}
-        self.policy = policy if policy is not None else build_policy(config, len(self.objectives))
+        if policy is None:
+            policy = build_policy(config, len(self.objectives), peft_config=peft_config(config, "CAUSAL_LM"))
+        self.policy = policy
         self.combiner = build_combiner(config, self.kinds, seed=config.seed)
         self.optimizer = torch.optim.AdamW(
             [

@@ -218,8 +218,8 @@ class Seq2SeqRewardModel:
         max_answer_tokens: int = 160,
         batch_size: int = 8,
     ) -> None:
-        from aligner_proxy.core.corrector import Corrector
-        from training.sft import TokenizerPromptBudget
+        from aligner_proxy.core.backends.tokenizer import HFTokenizer
+        from aligner_proxy.core.corrector import CorrectionPrompter
 
         self.model = model
         self.tokenizer = tokenizer
@@ -229,8 +229,8 @@ class Seq2SeqRewardModel:
         self.normalize = normalize
         self.max_answer_tokens = max_answer_tokens
         self.batch_size = batch_size
-        self.corrector = Corrector(
-            TokenizerPromptBudget(tokenizer, model_id),  # type: ignore[arg-type]  # renders prompts only
+        self.prompter = CorrectionPrompter(
+            HFTokenizer(tokenizer),
             max_question_tokens=max_question_tokens,
             max_answer_tokens=max_answer_tokens,
         )
@@ -269,7 +269,7 @@ class Seq2SeqRewardModel:
         """Token ids of prompt + ``" " + answer`` (+ EOS), where the target starts, and target spans in the answer."""
         from aligner_proxy.core.corrector import CorrectionInput
 
-        rendered = self.corrector.build_prompt(CorrectionInput(prompt, answer))
+        rendered = self.prompter.build_prompt(CorrectionInput(prompt, answer))
         target = " " + answer.strip()
         enc = self.tokenizer(rendered + target, add_special_tokens=False, return_offsets_mapping=True)
         ids, offsets = list(enc["input_ids"]), list(enc["offset_mapping"])

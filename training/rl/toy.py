@@ -32,7 +32,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from training.rl.advantages import RolloutBatch, gae
-from training.rl.combiners import MultiObjectiveConfig, PPOHyper, build_combiner
+from training.rl.combiners import MultiObjectiveConfig, build_combiner
+from training.rl.ppo_update import PPOHyper
 
 logger = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from aligner_proxy.core.backends.transformers import count_tokens, truncate_tokens
+from aligner_proxy.core.backends.tokenizer import count_tokens, truncate_tokens
 from aligner_proxy.core.models import DEFAULT_CACHE_DIR, LoadedModel, ModelPool
 
 logger = logging.getLogger(__name__)

@@ -173,7 +173,7 @@ class RemoteCompletionsGenerator:
         tokenizer = self._local_tokenizer()
         if tokenizer is None:
             return math.ceil(len(text) / CHARS_PER_TOKEN)
-        from aligner_proxy.core.backends.transformers import count_tokens
+        from aligner_proxy.core.backends.tokenizer import count_tokens
 
         return count_tokens(tokenizer, text)
 
@@ -184,7 +184,7 @@ class RemoteCompletionsGenerator:
                 return ""
             chars = max_tokens * CHARS_PER_TOKEN
             return text[:chars] if keep == "head" else text[-chars:]
-        from aligner_proxy.core.backends.transformers import truncate_tokens
+        from aligner_proxy.core.backends.tokenizer import truncate_tokens
 
         return truncate_tokens(tokenizer, text, max_tokens, keep)
 

@@ -8,9 +8,9 @@ with equal :class:`GenerationParams` are merged by a
 between models with ``executor=model_executor()``), so the event loop never
 blocks and a shared base model with a LoRA adapter can switch adapters safely.
 
-The tokenizer helpers at the top (chat rendering, token counting, truncation,
-special tokens, stop strings) are plain functions because the vLLM backend and
-the remote backend's optional local tokenizer use them too.
+The tokenizer helpers live in :mod:`aligner_proxy.core.backends.tokenizer`
+(the vLLM, remote and classifier backends use them too) and the streaming
+plumbing in :mod:`aligner_proxy.core.backends.streaming`.
 """
 
 from __future__ import annotations
@@ -19,165 +19,24 @@ import asyncio
 import logging
 import threading
 import time
-from collections.abc import AsyncGenerator, Callable, Hashable, Sequence
+from collections.abc import AsyncGenerator, Hashable, Sequence
 from concurrent.futures import Executor
 from pathlib import Path
 from typing import Any, Literal
 
 from aligner_proxy.core.backends import BackendError
+from aligner_proxy.core.backends.streaming import CancelCriterion, StopScanner, TokenStream, cut_at_stop
+from aligner_proxy.core.backends.tokenizer import (
+    count_tokens,
+    render_chat_template,
+    special_token_strings,
+    truncate_tokens,
+)
 from aligner_proxy.core.generation import ChatMessage, FinishReason, Generation, GenerationParams
 from aligner_proxy.core.microbatch import MicroBatcher
 from aligner_proxy.core.models import DEFAULT_CACHE_DIR, LoadedModel, ModelPool
 
 logger = logging.getLogger(__name__)
-
-# ---------------------------------------------------------------- tokenizer helpers
-
-
-def render_chat_template(tokenizer: Any, messages: Sequence[ChatMessage]) -> str:
-    """Render ``messages`` with the tokenizer's own chat template, ending with the assistant cue."""
-    if not getattr(tokenizer, "chat_template", None):
-        raise BackendError(f"the tokenizer of {tokenizer.name_or_path!r} has no chat template")
-    conversation = [{**m.extra, "role": m.role, "content": m.content} for m in messages]
-    rendered = tokenizer.apply_chat_template(conversation, tokenize=False, add_generation_prompt=True)
-    return str(rendered)
-
-
-def count_tokens(tokenizer: Any, text: str) -> int:
-    """Tokens in ``text`` alone, without the special tokens a tokenizer may add around it."""
-    return len(tokenizer(text, add_special_tokens=False)["input_ids"])
-
-
-def truncate_tokens(tokenizer: Any, text: str, max_tokens: int, keep: Literal["head", "tail"] = "head") -> str:
-    """Cut ``text`` to at most ``max_tokens`` tokens, keeping its head or its tail.
-
-    Slices the original string at token offsets (fast tokenizers) rather than
-    decoding ids, so the kept part is byte-for-byte the caller's text.
-    """
-    if max_tokens <= 0:
-        return ""
-    if not getattr(tokenizer, "is_fast", False):
-        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
-        kept = ids[:max_tokens] if keep == "head" else ids[-max_tokens:]
-        return text if len(ids) <= max_tokens else str(tokenizer.decode(kept))
-    offsets = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
-    if len(offsets) <= max_tokens:
-        return text
-    budget = max_tokens
-    while budget > 0:
-        cut = text[: offsets[budget - 1][1]] if keep == "head" else text[offsets[-budget][0] :]
-        # Re-tokenising a slice can merge differently at the cut; shrink until it fits.
-        if count_tokens(tokenizer, cut) <= max_tokens:
-            return cut
-        budget -= 1
-    return ""
-
-
-def special_token_strings(tokenizer: Any) -> list[str]:
-    """Every special-token string of the tokenizer, named or added (e.g. ``<|im_start|>``)."""
-    tokens = [str(t) for t in getattr(tokenizer, "all_special_tokens", [])]
-    for added in getattr(tokenizer, "added_tokens_decoder", {}).values():
-        if getattr(added, "special", False) and added.content not in tokens:
-            tokens.append(added.content)
-    return tokens
-
-
-def cut_at_stop(text: str, stop: Sequence[str]) -> tuple[str, bool]:
-    """``text`` up to the earliest stop string (excluded), and whether one was found."""
-    hits = [i for i in (text.find(s) for s in stop if s) if i >= 0]
-    return (text[: min(hits)], True) if hits else (text, False)
-
-
-class StopScanner:
-    """Apply stop strings to streamed text without ever emitting part of one.
-
-    Text that could be the beginning of a stop string is held back until the
-    next delta shows whether it is; :meth:`flush` releases it at the end.
-    """
-
-    def __init__(self, stop: Sequence[str]) -> None:
-        self._stop = [s for s in stop if s]
-        self._pending = ""
-        self.stopped = False
-
-    def feed(self, delta: str) -> str:
-        if self.stopped:
-            return ""
-        self._pending += delta
-        cut, found = cut_at_stop(self._pending, self._stop)
-        if found:
-            self.stopped, self._pending = True, ""
-            return cut
-        hold = max((k for s in self._stop for k in range(1, len(s)) if self._pending.endswith(s[:k])), default=0)
-        emit = self._pending[: len(self._pending) - hold]
-        self._pending = self._pending[len(emit) :]
-        return emit
-
-    def flush(self) -> str:
-        rest, self._pending = ("" if self.stopped else self._pending), ""
-        return rest
-
-
-# ---------------------------------------------------------------- streaming plumbing
-
-
-class _TokenStream:
-    """A ``generate(streamer=...)`` sink that posts text deltas to the event loop.
-
-    transformers' ``TextIteratorStreamer`` emits whole words and can emit a
-    U+FFFD for a UTF-8 character split across tokens; here the completion is
-    re-decoded each step and only its stable part is sent (trailing U+FFFD
-    held back), so the deltas always concatenate to the final decoded text.
-    """
-
-    def __init__(self, tokenizer: Any, post: Callable[[str | None], None]) -> None:
-        self._tokenizer = tokenizer
-        self._post = post
-        self._ids: list[int] = []
-        self._sent = 0
-        self._prompt_seen = False
-        self._closed = False
-
-    def put(self, value: Any) -> None:
-        if not self._prompt_seen:  # generate() first hands over the prompt
-            self._prompt_seen = True
-            return
-        self._ids.extend(int(t) for t in value.reshape(-1).tolist())
-        text = self._decode()
-        stable = len(text.rstrip("\ufffd"))
-        if stable > self._sent:
-            self._post(text[self._sent : stable])
-            self._sent = stable
-
-    def end(self) -> None:
-        text = self._decode()
-        if len(text) > self._sent:
-            self._post(text[self._sent :])
-            self._sent = len(text)
-        self.close()
-
-    def close(self) -> None:
-        if not self._closed:
-            self._closed = True
-            self._post(None)
-
-    def _decode(self) -> str:
-        return str(self._tokenizer.decode(self._ids, skip_special_tokens=True))
-
-
-class _CancelCriterion:
-    """A stopping criterion that ends generation once ``event`` is set (the stream's consumer left)."""
-
-    def __init__(self, event: threading.Event) -> None:
-        self._event = event
-
-    def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
-        import torch
-
-        return torch.full((input_ids.shape[0],), self._event.is_set(), dtype=torch.bool, device=input_ids.device)
-
-
-# ---------------------------------------------------------------- the generator
 
 
 class TransformersGenerator:
@@ -274,7 +133,7 @@ class TransformersGenerator:
             except RuntimeError:  # the loop is closed: nobody is listening any more
                 cancel.set()
 
-        sink = _TokenStream(self._tokenizer, post)
+        sink = TokenStream(self._tokenizer, post)
 
         def work() -> None:
             try:
@@ -334,7 +193,7 @@ class TransformersGenerator:
         params: GenerationParams,
         prompts: list[str],
         *,
-        streamer: _TokenStream | None = None,
+        streamer: TokenStream | None = None,
         cancel: threading.Event | None = None,
     ) -> list[Generation]:
         import torch
@@ -360,7 +219,7 @@ class TransformersGenerator:
             kwargs.update(stop_strings=list(params.stop), tokenizer=self._tokenizer)
         if params.repetition_penalty != 1.0:
             kwargs.update(repetition_penalty=params.repetition_penalty)
-        criteria = StoppingCriteriaList([_CancelCriterion(cancel)] if cancel is not None else [])
+        criteria = StoppingCriteriaList([CancelCriterion(cancel)] if cancel is not None else [])
 
         started = time.perf_counter()
         with torch.random.fork_rng(devices=[]), torch.inference_mode(), self._loaded.activate() as model:

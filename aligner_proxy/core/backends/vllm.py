@@ -24,7 +24,7 @@ from types import ModuleType
 from typing import Any, Literal
 
 from aligner_proxy.core.backends import BackendError, BackendUnavailableError
-from aligner_proxy.core.backends.transformers import (
+from aligner_proxy.core.backends.tokenizer import (
     count_tokens,
     render_chat_template,
     special_token_strings,

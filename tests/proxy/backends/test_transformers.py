@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from aligner_proxy.core.backends import BackendError
-from aligner_proxy.core.backends import transformers as backend
-from aligner_proxy.core.backends.transformers import StopScanner, TransformersGenerator
+from aligner_proxy.core.backends.streaming import TokenStream
+from aligner_proxy.core.backends.transformers import TransformersGenerator
 from aligner_proxy.core.generation import ChatGenerator, ChatMessage, GenerationParams
 
 GREEDY = GenerationParams(max_new_tokens=24)
@@ -134,14 +134,14 @@ async def test_leaving_a_stream_early_stops_the_generation(
     (full,) = await generator.generate([PROMPTS[0]], long)
     assert full.completion_tokens > 200  # precondition: the model would keep going
     produced = 0
-    put = backend._TokenStream.put
+    put = TokenStream.put
 
-    def counting_put(self: backend._TokenStream, value: object) -> None:
+    def counting_put(self: TokenStream, value: object) -> None:
         nonlocal produced
         produced += 1
         put(self, value)
 
-    monkeypatch.setattr(backend._TokenStream, "put", counting_put)
+    monkeypatch.setattr(TokenStream, "put", counting_put)
     stream = generator.stream(PROMPTS[0], long)
     assert await anext(stream)
     await stream.aclose()  # type: ignore[attr-defined]
@@ -180,12 +180,3 @@ def test_count_and_truncate_tokens(generator: TransformersGenerator) -> None:
 def test_generate_batch_works_without_an_event_loop(generator: TransformersGenerator) -> None:
     results = generator.generate_batch(PROMPTS, GenerationParams(max_new_tokens=4))
     assert [r.completion_tokens for r in results] == [4, 4, 4, 4]
-
-
-def test_stop_scanner_never_emits_part_of_a_stop_string() -> None:
-    scanner = StopScanner(["END", "STOP"])
-    out = [scanner.feed(d) for d in ["Hel", "lo E", "N", "d S", "TO", "P later"]]
-    assert "".join(out) == "Hello ENd "
-    assert scanner.stopped and scanner.flush() == ""
-    scanner = StopScanner(["END"])
-    assert scanner.feed("abc E") == "abc " and scanner.flush() == "E"

@@ -7,13 +7,14 @@ from pathlib import Path
 import torch
 
 from tests.training.rl.helpers import EVAL, TRAIN, tiny_config
+from training.args import peft_config
 from training.rl.policy import build_policy, collate, forward, generate
 
 
 def test_forward_matches_an_unpadded_pass(tiny_lm_dir: Path, tmp_path: Path) -> None:
     """Left padding and position ids must not change a row's log-probs: the PPO ratio depends on it."""
     config = tiny_config(tiny_lm_dir, tmp_path)
-    policy = build_policy(config, n_objectives=2)
+    policy = build_policy(config, n_objectives=2, peft_config=peft_config(config, "CAUSAL_LM"))
     samples = generate(policy, [TRAIN[0], EVAL[1]], config, max_new_tokens=5, greedy=False)
     batch = collate(samples, policy.pad_id)
     with torch.no_grad():
@@ -28,7 +29,7 @@ def test_forward_matches_an_unpadded_pass(tiny_lm_dir: Path, tmp_path: Path) -> 
 
 def test_generated_rows_end_at_eos_and_collate_right_pads_answers(tiny_lm_dir: Path, tmp_path: Path) -> None:
     config = tiny_config(tiny_lm_dir, tmp_path)
-    policy = build_policy(config, n_objectives=1)
+    policy = build_policy(config, n_objectives=1, peft_config=peft_config(config, "CAUSAL_LM"))
     samples = generate(policy, TRAIN, config, max_new_tokens=8, greedy=True)
     for s in samples:
         assert 1 <= len(s.completion_ids) <= 8
