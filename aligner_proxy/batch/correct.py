@@ -3,7 +3,7 @@
 Each input row becomes a :class:`~aligner_proxy.core.corrector.CorrectionInput`
 (:class:`RowMapping`: question/answer fields, or OpenAI-style ``messages``
 whose last assistant turn is the answer), goes through a
-:class:`~aligner_proxy.batch.backends.CorrectionBackend` under a
+:class:`~aligner_proxy.batch.correctors.CorrectionBackend` under a
 fail-closed :class:`~aligner_proxy.core.policy.PolicyConfig` (a failure must
 become an error row, not a silently unchecked answer), and comes back as the
 original row plus :class:`CorrectionFields`.
@@ -18,8 +18,8 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from aligner_proxy.batch.backends import CorrectionBackend, load_backend
 from aligner_proxy.batch.config import BatchConfig
+from aligner_proxy.batch.correctors import CorrectionBackend, load_backend
 from aligner_proxy.batch.readers import FileSource, InputRow, RowError, RowSource
 from aligner_proxy.batch.runner import Produced, ProgressFn, RunStats, run_resumable
 from aligner_proxy.batch.writer import ResumableWriter, write_parquet
@@ -151,7 +151,7 @@ class CorrectionJob:
             corrector=self.backend.corrector_id,
             scorer=self.backend.scorer_id,
             mode=self.policy.mode,
-            threshold=self.policy.threshold,
+            threshold=self.backend.threshold(self.policy),
             **values,
         ).model_dump()
 
@@ -184,9 +184,9 @@ async def acorrect_file(
     with ResumableWriter(config.output_path, fsync=config.fsync) as writer:
         if config.retry_failed:
             writer.drop_failed()
-        _warn_on_config_change(writer, config)
         if backend is None:
             backend = load_backend(config, core or CoreConfig())
+        _warn_on_config_change(writer, config, backend.threshold(policy_for(config)))
         mapping = RowMapping(config.question_field, config.answer_field, config.messages_field, config.max_input_chars)
         job = CorrectionJob(backend, policy_for(config), mapping)
         try:
@@ -222,18 +222,20 @@ def correct_file(
     return asyncio.run(acorrect_file(config, backend, core=core, progress=progress))
 
 
-def _warn_on_config_change(writer: ResumableWriter, config: BatchConfig) -> None:
+def _warn_on_config_change(writer: ResumableWriter, config: BatchConfig, threshold: float | None) -> None:
     """Resuming into an output written with another mode or threshold mixes two runs; say so."""
     if not writer.done:
         return
     from aligner_proxy.batch.writer import read_records
 
     seen = {(r.get("mode"), r.get("threshold")) for r in read_records(writer.path)[-50:]}
-    if seen and seen != {(config.mode, config.threshold)}:
+    if threshold is None:  # not known yet (a proxy says it with its first answer): compare the modes
+        seen = {(mode, None) for mode, _ in seen}
+    if seen and seen != {(config.mode, threshold)}:
         logger.warning(
             "%s was written with mode/threshold %s; this run uses %s/%s: the output will mix them",
             writer.path,
             sorted(seen, key=str),
             config.mode,
-            config.threshold,
+            threshold,
         )

@@ -77,5 +77,6 @@ class CorrectedItem(BaseModel):
 class CorrectResponse(BaseModel):
     corrector: str
     scorer: str
+    threshold: float | None = None  # the one applied: the request's, or the scorer's calibrated one
     items: list[CorrectedItem]
     corrector_usage: TokenUsage

@@ -195,6 +195,8 @@ async def test_gated_mode_passes_safe_answers_untouched_and_limit_stops_early(tm
     assert written[0]["status"] == "passed" and written[0]["correction"] == BENIGN_ANSWER
     assert written[1]["status"] == "modified" and written[1]["correction"] == CORRECTION
     assert {r["mode"] for r in written} == {"gated"} and written[0]["scorer"] == "fake-scorer"
+    # No --threshold: the rows record the one applied (the scorer's own; 0.0 for one without calibration).
+    assert {r["threshold"] for r in written} == {0.0}
 
 
 # ------------------------------------------------------------------ formats
@@ -272,6 +274,7 @@ async def test_proxy_backend_against_a_running_proxy_keeps_to_its_concurrency_li
     assert [r["status"] for r in written] == ["modified"] * 6 + ["passed"]
     assert written[0]["corrector"] == "fake-aligner" and written[0]["scorer"] == "fake-scorer"
     assert written[0]["cost_before"] == 4.0 and written[-1]["correction"] == BENIGN_ANSWER
+    assert {r["threshold"] for r in written} == {0.0}  # the server's resolved threshold, not null
 
 
 async def test_proxy_backend_rejections_become_error_rows(tmp_path: Path, upstream_url: str) -> None:

@@ -43,6 +43,7 @@ class AlignerServing:
         return CorrectResponse(
             corrector=self.pipeline.corrector.model_id,
             scorer=self.pipeline.scorer.model_id,
+            threshold=self.pipeline.threshold(config),
             items=[
                 CorrectedItem(correction=o.text, status=o.status, cost_before=o.cost_before, cost_after=o.cost_after)
                 for o in outcomes

@@ -52,6 +52,10 @@ class CorrectionBackend(Protocol):
     @property
     def scorer_id(self) -> str: ...
 
+    def threshold(self, config: PolicyConfig) -> float | None:
+        """The threshold ``config`` is applied with (the scorer's calibrated one when it sets none), if known."""
+        ...
+
     async def align(self, items: list[CorrectionInput], config: PolicyConfig) -> list[Outcome]: ...
 
     async def aclose(self) -> None: ...
@@ -70,6 +74,9 @@ class PipelineBackend:
     @property
     def scorer_id(self) -> str:
         return self.pipeline.scorer.model_id
+
+    def threshold(self, config: PolicyConfig) -> float | None:
+        return self.pipeline.threshold(config)
 
     async def align(self, items: list[CorrectionInput], config: PolicyConfig) -> list[Outcome]:
         return await self.pipeline.align(items, config)
@@ -114,6 +121,7 @@ class ProxyBackend:
         self.retry = RetryPolicy(max_retries=max_retries, backoff_s=backoff_s, deadline_s=retry_deadline_s)
         self._corrector_id = "unknown"
         self._scorer_id = "unknown"
+        self._threshold: float | None = None
 
     def __repr__(self) -> str:
         return f"ProxyBackend(base_url={str(self._client.base_url)!r})"
@@ -125,6 +133,10 @@ class ProxyBackend:
     @property
     def scorer_id(self) -> str:
         return self._scorer_id
+
+    def threshold(self, config: PolicyConfig) -> float | None:
+        """The server's resolved threshold, read from its last answer (``None`` before the first)."""
+        return config.threshold if config.threshold is not None else self._threshold
 
     async def align(self, items: list[CorrectionInput], config: PolicyConfig) -> list[Outcome]:
         chunks = [items[i : i + MAX_ITEMS_PER_REQUEST] for i in range(0, len(items), MAX_ITEMS_PER_REQUEST)]
@@ -157,6 +169,7 @@ class ProxyBackend:
         if len(parsed.items) != len(items):
             raise BackendResponseError(f"proxy returned {len(parsed.items)} items for {len(items)}")
         self._corrector_id, self._scorer_id = parsed.corrector, parsed.scorer
+        self._threshold = parsed.threshold
         usage = parsed.corrector_usage
         share = _even_shares(usage.completion_tokens, len(items))
         prompt_share = _even_shares(usage.prompt_tokens, len(items))
