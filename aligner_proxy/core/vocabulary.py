@@ -53,6 +53,24 @@ class PolicyConfig:
             failure_policy=failure_policy or self.failure_policy,
         )
 
+    def relaxed_by(self, other: PolicyConfig) -> dict[str, str]:
+        """What ``other`` relaxes of this config, by field: what a policy floor forbids a client.
+
+        Correcting every answer is stricter than gating, gating than nothing; a higher threshold
+        lets more through; block off and fail-open return more. Compare resolved configs (both
+        thresholds set), or an unset threshold compares as equal."""
+        strictness = {"off": 0, "gated": 1, "always": 2}
+        relaxed = {}
+        if strictness[other.mode] < strictness[self.mode]:
+            relaxed["mode"] = f"{self.mode} -> {other.mode}"
+        if self.threshold is not None and other.threshold is not None and other.threshold > self.threshold:
+            relaxed["threshold"] = f"{self.threshold:g} -> {other.threshold:g}"
+        if self.block and not other.block:
+            relaxed["block"] = "on -> off"
+        if self.failure_policy == "fail_closed" and other.failure_policy == "fail_open":
+            relaxed["failure_policy"] = "fail_closed -> fail_open"
+        return relaxed
+
 
 @dataclass
 class Outcome:

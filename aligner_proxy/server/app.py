@@ -18,6 +18,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import SecretStr
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from aligner_proxy import __version__
@@ -45,6 +46,11 @@ def error_response(
 ) -> JSONResponse:
     body = ErrorResponse(error=ErrorBody(message=message, type=error_type, param=param, code=code))
     return JSONResponse(body.model_dump(), status_code=status, headers=headers)
+
+
+def _matches(token: bytes, keys: list[SecretStr]) -> bool:
+    """Whether ``token`` is one of ``keys``, in constant time per key."""
+    return any(hmac.compare_digest(token, key.get_secret_value().encode()) for key in keys)
 
 
 def _from_exception(exc: AlignerProxyError) -> JSONResponse:
@@ -101,12 +107,12 @@ def create_app(
         request_id = request.headers.get("x-request-id") or f"req-{uuid.uuid4().hex[:16]}"
         request.state.request_id = request_id
         headers = {"x-request-id": request_id}
+        given = request.headers.get("authorization", "")
+        # Bytes, not str: compare_digest refuses non-ASCII text, and a header can carry any.
+        token = (given[7:] if given.lower().startswith("bearer ") else "").encode("utf-8", "surrogateescape")
+        request.state.may_relax = not settings.policy_floor or _matches(token, settings.policy_override_keys)
         if settings.api_keys and request.url.path.startswith("/v1/"):
-            given = request.headers.get("authorization", "")
-            token = given[7:] if given.lower().startswith("bearer ") else ""
-            # Bytes, not str: compare_digest refuses non-ASCII text, and a header can carry any.
-            token_bytes = token.encode("utf-8", "surrogateescape")
-            if not any(hmac.compare_digest(token_bytes, key.get_secret_value().encode()) for key in settings.api_keys):
+            if not _matches(token, settings.api_keys):
                 exc = AuthenticationError("Incorrect or missing API key: send 'Authorization: Bearer <key>'.")
                 response: Response = error_response(401, exc.message, exc.error_type, code=exc.code, headers=headers)
                 labels = {"endpoint": route_template(app.routes, request.scope), "status_code": "401"}

@@ -47,6 +47,14 @@ class UnknownModelError(AlignerProxyError):
     code = "model_not_found"
 
 
+class PolicyLockedError(AlignerProxyError):
+    """The request asks to relax a policy this client may not relax (the policy floor)."""
+
+    status_code = 403
+    error_type = "permission_error"
+    code = "policy_locked"
+
+
 class RequestTooLargeError(AlignerProxyError):
     status_code = 413
     error_type = "invalid_request_error"

@@ -86,18 +86,20 @@ def _json(response: ChatCompletionResponse | CompletionResponse) -> JSONResponse
 async def chat_completions(request: Request, components: Loaded) -> Response:
     body = await parse_body(request, ChatCompletionRequest)
     request_id = request.state.request_id
+    may_relax = request.state.may_relax
     if body.stream:
-        return _sse(components.chat.create_stream(body, request_id), request_id)
-    return _json(await components.chat.create(body, request_id))
+        return _sse(components.chat.create_stream(body, request_id, may_relax=may_relax), request_id)
+    return _json(await components.chat.create(body, request_id, may_relax=may_relax))
 
 
 @router.post("/v1/completions")
 async def completions(request: Request, components: Loaded) -> Response:
     body = await parse_body(request, CompletionRequest)
     request_id = request.state.request_id
+    may_relax = request.state.may_relax
     if body.stream:
-        return _sse(components.completions.create_stream(body, request_id), request_id)
-    return _json(await components.completions.create(body, request_id))
+        return _sse(components.completions.create_stream(body, request_id, may_relax=may_relax), request_id)
+    return _json(await components.completions.create(body, request_id, may_relax=may_relax))
 
 
 @router.get("/v1/models")

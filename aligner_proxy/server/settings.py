@@ -107,6 +107,14 @@ class Settings(BaseSettings):
     log_level: str = "info"
     cache_dir: Path = _CORE.cache_dir
     api_keys: list[SecretStr] = Field(default_factory=list, description="bearer keys clients must send; empty = open")
+    policy_floor: bool = Field(
+        False,
+        description="clients may only make a route's policy stricter (mode, threshold, block, failure policy); "
+        "a request that would relax it gets 403",
+    )
+    policy_override_keys: list[SecretStr] = Field(
+        default_factory=list, description="bearer keys that may still relax policies under policy_floor"
+    )
 
     # The one-upstream case (ignored when `models` is given).
     served_model_name: str = "smollm2-135m-instruct"

@@ -18,7 +18,7 @@ from aligner_proxy.core.annotation import AlignerAnnotation, AlignerOptions
 from aligner_proxy.core.corrector import CorrectionInput
 from aligner_proxy.core.generation import ChatMessage
 from aligner_proxy.core.policy import AlignmentPipeline, PolicyConfig
-from aligner_proxy.server.errors import UnknownModelError
+from aligner_proxy.server.errors import PolicyLockedError, UnknownModelError
 from aligner_proxy.server.metrics import Metrics
 from aligner_proxy.server.protocol import ChatCompletionResponse, CompletionResponse, ModelCard, ModelList, Usage
 from aligner_proxy.server.serving.annotation import Annotator, elapsed_ms
@@ -81,15 +81,31 @@ class Serving:
         self.metrics = metrics
         self.annotator = Annotator(pipeline, metrics)
 
-    def route(self, model: str, options: AlignerOptions | None, request_id: str) -> RoutedRequest:
+    def route(
+        self, model: str, options: AlignerOptions | None, request_id: str, *, may_relax: bool = True
+    ) -> RoutedRequest:
         """Match ``model`` to its route (404 if unknown) and apply the request's options to its policy;
-        the threshold is resolved (the scorer's own by default), as the annotation reports it."""
+        the threshold is resolved (the scorer's own by default), as the annotation reports it.
+        Without ``may_relax`` (the policy floor), options may only make the policy stricter: a 403 says
+        which one would have relaxed it."""
         route = self.models.get(model)
         options = options or AlignerOptions()
-        config = route.policy.with_overrides(
-            mode=options.mode, threshold=options.threshold, block=options.block, failure_policy=options.failure_policy
+        base = self.pipeline.resolve(route.policy)
+        config = self.pipeline.resolve(
+            route.policy.with_overrides(
+                mode=options.mode,
+                threshold=options.threshold,
+                block=options.block,
+                failure_policy=options.failure_policy,
+            )
         )
-        return RoutedRequest(route, self.pipeline.resolve(config), options.return_original, request_id)
+        if not may_relax and (relaxed := base.relaxed_by(config)):
+            field, change = next(iter(relaxed.items()))
+            raise PolicyLockedError(
+                f"This proxy does not let clients relax model '{model}''s policy ({field}: {change}).",
+                param=f"aligner.{field}",
+            )
+        return RoutedRequest(route, config, options.return_original, request_id)
 
     def upstream_answered(self, routed: RoutedRequest, usage: Usage | None) -> float:
         """The upstream's time so far, in ms; its token usage is counted in the metrics."""

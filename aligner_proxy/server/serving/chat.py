@@ -49,17 +49,21 @@ class ChatServing(StreamingServing[ChatCompletionChunk]):
 
     chunk_format = ChatChunkFormat()
 
-    async def create(self, request: ChatCompletionRequest, request_id: str) -> ChatCompletionResponse:
+    async def create(
+        self, request: ChatCompletionRequest, request_id: str, *, may_relax: bool = True
+    ) -> ChatCompletionResponse:
         """The upstream's answer with each choice's text aligned and the ``aligner`` annotation."""
-        routed = self.route(request.model, request.aligner, request_id)
+        routed = self.route(request.model, request.aligner, request_id, may_relax=may_relax)
         response = await routed.route.upstream.chat(request, routed.route.upstream_model)
         asked = chat_question(request)
         response.aligner = await self.align_response(routed, response, lambda _index: asked)
         return response
 
-    def create_stream(self, request: ChatCompletionRequest, request_id: str) -> AsyncGenerator[str, None]:
+    def create_stream(
+        self, request: ChatCompletionRequest, request_id: str, *, may_relax: bool = True
+    ) -> AsyncGenerator[str, None]:
         """The SSE events of the answer (see :class:`StreamingServing`); an unknown model raises here."""
-        routed = self.route(request.model, request.aligner, request_id)
+        routed = self.route(request.model, request.aligner, request_id, may_relax=may_relax)
         route = routed.route
         asked = chat_question(request)
         return self.stream(

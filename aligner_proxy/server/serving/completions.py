@@ -41,16 +41,20 @@ class CompletionServing(StreamingServing[CompletionChunk]):
 
     chunk_format = CompletionChunkFormat()
 
-    async def create(self, request: CompletionRequest, request_id: str) -> CompletionResponse:
+    async def create(
+        self, request: CompletionRequest, request_id: str, *, may_relax: bool = True
+    ) -> CompletionResponse:
         """The upstream's answer with each choice's text aligned and the ``aligner`` annotation."""
-        routed = self.route(request.model, request.aligner, request_id)
+        routed = self.route(request.model, request.aligner, request_id, may_relax=may_relax)
         response = await routed.route.upstream.completion(request, routed.route.upstream_model)
         response.aligner = await self.align_response(routed, response, partial(completion_question, request))
         return response
 
-    def create_stream(self, request: CompletionRequest, request_id: str) -> AsyncGenerator[str, None]:
+    def create_stream(
+        self, request: CompletionRequest, request_id: str, *, may_relax: bool = True
+    ) -> AsyncGenerator[str, None]:
         """The SSE events of the answer (see :class:`StreamingServing`); an unknown model raises here."""
-        routed = self.route(request.model, request.aligner, request_id)
+        routed = self.route(request.model, request.aligner, request_id, may_relax=may_relax)
         route = routed.route
         return self.stream(
             routed,
