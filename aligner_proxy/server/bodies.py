@@ -85,3 +85,20 @@ def _encodable(text: str) -> None:
         raise InvalidRequestError(
             "The body contains a lone UTF-16 surrogate (e.g. '\\ud800'), which is not text."
         ) from None
+
+
+def check_generation_limits(
+    *, max_tokens: int | None, answers: int, max_tokens_cap: int, max_answers: int, answers_param: str = "n"
+) -> None:
+    """A 400 for a request that would make the upstream generate more than the operator allows: tokens per
+    answer (``max_tokens``), or answers per request (``n``, times the prompts of a completions request).
+    Each answer may also be corrected, so the second bound is also the corrector's fan-out."""
+    if max_tokens is not None and max_tokens > max_tokens_cap:
+        raise InvalidRequestError(
+            f"max_tokens {max_tokens} exceeds this proxy's limit of {max_tokens_cap}.", param="max_tokens"
+        )
+    if answers > max_answers:
+        raise InvalidRequestError(
+            f"The request asks for {answers} answers; this proxy allows {max_answers} per request.",
+            param=answers_param,
+        )

@@ -15,7 +15,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ValidationError
 
 from aligner_proxy.core.annotation import CorrectResponse
-from aligner_proxy.server.bodies import decode_json_object
+from aligner_proxy.server.bodies import check_generation_limits, decode_json_object
 from aligner_proxy.server.errors import InvalidRequestError, NotReadyError, RequestTooLargeError
 from aligner_proxy.server.protocol import (
     ChatCompletionRequest,
@@ -85,6 +85,13 @@ def _json(response: ChatCompletionResponse | CompletionResponse) -> JSONResponse
 @router.post("/v1/chat/completions")
 async def chat_completions(request: Request, components: Loaded) -> Response:
     body = await parse_body(request, ChatCompletionRequest)
+    settings = request.app.state.proxy.settings
+    check_generation_limits(
+        max_tokens=body.max_completion_tokens or body.max_tokens,
+        answers=body.n,
+        max_tokens_cap=settings.max_tokens_cap,
+        max_answers=settings.max_answers_per_request,
+    )
     request_id = request.state.request_id
     may_relax = request.state.may_relax
     if body.stream:
@@ -95,6 +102,14 @@ async def chat_completions(request: Request, components: Loaded) -> Response:
 @router.post("/v1/completions")
 async def completions(request: Request, components: Loaded) -> Response:
     body = await parse_body(request, CompletionRequest)
+    settings = request.app.state.proxy.settings
+    check_generation_limits(
+        max_tokens=body.max_tokens,
+        answers=len(body.prompts()) * body.n,
+        max_tokens_cap=settings.max_tokens_cap,
+        max_answers=settings.max_answers_per_request,
+        answers_param="prompt",
+    )
     request_id = request.state.request_id
     may_relax = request.state.may_relax
     if body.stream:

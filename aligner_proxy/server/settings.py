@@ -156,6 +156,10 @@ class Settings(BaseSettings):
     max_batch_size: int = Field(_CORE.max_batch_size, ge=1)
     batch_wait_ms: float = Field(_CORE.batch_wait_ms, ge=0)
     max_body_bytes: int = Field(2_000_000, ge=1024)
+    max_tokens_cap: int = Field(4096, ge=1, description="the largest max_tokens a request may ask for (else 400)")
+    max_answers_per_request: int = Field(
+        16, ge=1, description="answers one request may ask for: n, times the prompts of a completions request"
+    )
     max_concurrent_requests: int = Field(
         256, ge=1, description="requests under /v1/ running at once; more get 429 with Retry-After"
     )

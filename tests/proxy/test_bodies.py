@@ -64,3 +64,20 @@ def test_a_body_that_is_not_json_by_its_content_type_is_a_400(proxy: str) -> Non
 def test_a_valid_body_still_passes(proxy: str) -> None:
     response = httpx.post(f"{proxy}/v1/chat/completions", content=chat(), headers={"content-type": "application/json"})
     assert response.status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "param"),
+    [
+        (
+            "/v1/chat/completions",
+            {"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 100_000},
+            "max_tokens",
+        ),
+        ("/v1/completions", {"prompt": ["a"] * 20, "n": 4}, "prompt"),
+        ("/v1/completions", {"prompt": "a", "max_tokens": 5000}, "max_tokens"),
+    ],
+)
+def test_generation_beyond_the_operators_limits_is_a_400(proxy: str, path: str, body: dict, param: str) -> None:  # type: ignore[type-arg]
+    response = httpx.post(f"{proxy}{path}", json={"model": MODEL, **body})
+    assert response.status_code == 400 and response.json()["error"]["param"] == param
