@@ -31,6 +31,7 @@ from typing import Any, Protocol, TypeVar
 
 from aligner_proxy.batch.readers import InputRow, RowError, RowSource
 from aligner_proxy.batch.writer import ResumableWriter
+from aligner_proxy.core.errors import AlignmentError
 
 logger = logging.getLogger(__name__)
 
@@ -217,6 +218,10 @@ async def _checked(work: Awaitable[list[Produced]], n: int) -> list[Produced]:
 
 
 def _describe(exc: BaseException) -> str:
+    """A failed row's error: the operator's own record, so a fail-closed alignment error gives its detail."""
+    detail = exc.detail if isinstance(exc, AlignmentError) else None
+    if detail:
+        return f"{type(exc).__name__}: {exc} ({detail})"
     return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
 

@@ -33,8 +33,12 @@ class BackendResponseError(BackendError):
 
 
 class AlignmentError(Exception):
-    """The scorer or the corrector failed and the policy fails closed: the caller must not get the answer."""
+    """The scorer or the corrector failed and the policy fails closed: the caller must not get the answer.
 
-    def __init__(self, message: str) -> None:
+    ``message`` is safe to show a client (the failure's kind); ``detail`` is for the operator's own
+    records (logs, a batch run's error rows), its secrets already redacted."""
+
+    def __init__(self, message: str, *, detail: str | None = None) -> None:
         super().__init__(message)
         self.message = message
+        self.detail = detail

@@ -43,6 +43,7 @@ from typing import TypeVar
 
 from aligner_proxy.core.corrector import CorrectionInput, Corrector, question_text
 from aligner_proxy.core.errors import AlignmentError
+from aligner_proxy.core.redact import redact_text
 from aligner_proxy.core.scorer import AsyncScorer
 from aligner_proxy.core.vocabulary import FailurePolicy, Mode, Outcome, PolicyConfig, Status
 
@@ -215,7 +216,7 @@ class AlignmentPipeline:
             outcome.scorer_ms += rescore_ms
             outcome.corrector_prompt_tokens = correction.prompt_tokens
             outcome.corrector_completion_tokens = correction.completion_tokens
-            _take_correction(outcome, correction.text, cost, keep_best=config.mode != "always")
+            _take_correction(outcome, correction.text, cost, config, keep_best=config.mode != "always")
 
     async def _whole_correction(
         self, item: CorrectionInput, prompt: str, outcome: Outcome, config: PolicyConfig, request_id: str
@@ -248,7 +249,7 @@ class AlignmentPipeline:
                 except Exception as exc:
                     if sent:  # sent text cannot be taken back, whatever the failure policy
                         reason = _reason(exc)
-                        logger.error("request %s: corrector stream failed: %s", request_id, reason)
+                        logger.error("request %s: corrector stream failed: %s", request_id, _detail(exc))
                         outcome.status, outcome.text, outcome.error = "unchecked", "".join(sent), reason
                         raise AlignmentError(f"the corrector failed mid-stream ({reason})") from exc
                     failure = _fail(exc, config, request_id)
@@ -263,7 +264,10 @@ class AlignmentPipeline:
             return
         outcome.corrector_ms = timer.ms()
         text = "".join(sent)
-        _take_correction(outcome, text, None, keep_best=False)  # kept as sent, unless empty
+        try:
+            _take_correction(outcome, text, None, config, keep_best=False)  # kept as sent, unless empty
+        except EmptyCorrectionError as exc:
+            _fail(exc, config, request_id)  # fail_closed: nothing was sent, so the request fails
         if not text.strip():
             self._verdict([outcome], config)  # the original, judged on its own cost
             yield outcome.original
@@ -328,8 +332,24 @@ def _fall_back(outcome: Outcome, reason: str) -> None:
     outcome.status, outcome.text, outcome.error = "unchecked", outcome.original, reason
 
 
+class EmptyCorrectionError(Exception):
+    """The corrector wrote nothing usable: a corrector failure, never an answer."""
+
+
+EMPTY_CORRECTION = "the corrector returned an empty correction"
+
+
 def _reason(exc: Exception) -> str:
-    return "timed out" if isinstance(exc, TimeoutError) else f"{type(exc).__name__}: {exc}"
+    """What a client may see of a failure (annotation, 503 message): its kind, never its message,
+    which can carry internal URLs and hosts. The logs get :func:`_detail`."""
+    if isinstance(exc, TimeoutError):
+        return "timed out"
+    return EMPTY_CORRECTION if isinstance(exc, EmptyCorrectionError) else type(exc).__name__
+
+
+def _detail(exc: Exception) -> str:
+    """A failure for the logs: its kind and message, secrets redacted."""
+    return "timed out" if isinstance(exc, TimeoutError) else redact_text(f"{type(exc).__name__}: {exc}")
 
 
 def _fail(exc: Exception, config: PolicyConfig, request_id: str) -> str:
@@ -337,21 +357,30 @@ def _fail(exc: Exception, config: PolicyConfig, request_id: str) -> str:
     :class:`AlignmentError`; fail_open logs and returns the reason for the caller's fallback."""
     reason = _reason(exc)
     if config.failure_policy == "fail_closed":
-        logger.error("request %s: alignment failed (%s); failing closed", request_id, reason)
-        raise AlignmentError(f"the alignment stage failed ({reason}) and this route fails closed") from exc
-    logger.warning("request %s: alignment failed (%s); failing open", request_id, reason)
+        logger.error("request %s: alignment failed (%s); failing closed", request_id, _detail(exc))
+        raise AlignmentError(
+            f"the alignment stage failed ({reason}) and this route fails closed", detail=_detail(exc)
+        ) from exc
+    logger.warning("request %s: alignment failed (%s); failing open", request_id, _detail(exc))
     return reason
 
 
-def _take_correction(outcome: Outcome, correction: str, cost: float | None, *, keep_best: bool) -> None:
+def _take_correction(
+    outcome: Outcome, correction: str, cost: float | None, config: PolicyConfig, *, keep_best: bool
+) -> None:
     """Record a correction: the one owner of the empty-correction rule and of ``modified``.
 
-    An empty correction is a corrector failure, never an answer: the original stays.
+    An empty correction is a corrector failure, never an answer: under fail_closed it raises
+    :class:`EmptyCorrectionError`; under fail_open the original stays, judged on its own cost,
+    and ``error`` says what happened.
     ``keep_best`` (gated, whole answers) also keeps the original when the correction
     is not less costly. The status is ``modified`` only when the text changed."""
     before = outcome.cost_before if outcome.cost_before is not None else float("inf")
     if not correction.strip():
+        if config.failure_policy == "fail_closed":
+            raise EmptyCorrectionError(EMPTY_CORRECTION)
         outcome.cost_after = outcome.cost_before
+        outcome.error = EMPTY_CORRECTION
         return
     if keep_best and cost is not None and not cost < before:
         outcome.cost_after = before

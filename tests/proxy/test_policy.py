@@ -236,3 +236,31 @@ async def test_assessment_follows_the_failure_policy() -> None:
     assert not any(o.needs_correction for o in outcomes)
     with pytest.raises(AlignmentError):
         await p.assess(items(HARMFUL_ANSWER), ["q?"], PolicyConfig(failure_policy="fail_closed"))
+
+
+async def test_an_empty_correction_is_a_corrector_failure() -> None:
+    """fail_open keeps the original, judged on its own cost, and says why; fail_closed fails, whole or streamed."""
+    p = pipeline(generator=FakeCorrectorGenerator(behaviour="empty"))
+    [kept] = await p.align(items(HARMFUL_ANSWER), PolicyConfig(mode="always", block=False))
+    assert kept.status == "flagged" and kept.error == "the corrector returned an empty correction"
+    with pytest.raises(AlignmentError, match="empty correction") as caught:
+        await p.align(items(HARMFUL_ANSWER), PolicyConfig(mode="always", failure_policy="fail_closed"))
+    assert caught.value.detail and "EmptyCorrectionError" in caught.value.detail
+    with pytest.raises(AlignmentError, match="empty correction"):
+        await streamed(p, HARMFUL_ANSWER, PolicyConfig(block=False, failure_policy="fail_closed"))
+
+
+async def test_failures_show_clients_their_kind_never_their_message() -> None:
+    """An exception's message can name internal hosts; the annotation and the 503 carry the kind only."""
+
+    class Leaky(FakeCorrectorGenerator):
+        async def generate(self, prompts, params):  # type: ignore[no-untyped-def]
+            raise ConnectionError("cannot reach http://10.0.0.7:8001/v1 with key sk-internal-0123456789")
+
+    p = pipeline(generator=Leaky())
+    [outcome] = await p.align(items(HARMFUL_ANSWER), PolicyConfig(mode="always"))
+    assert outcome.status == "unchecked" and outcome.error == "ConnectionError"
+    with pytest.raises(AlignmentError) as caught:
+        await p.align(items(HARMFUL_ANSWER), PolicyConfig(mode="always", failure_policy="fail_closed"))
+    assert "10.0.0.7" not in caught.value.message and "sk-internal" not in (caught.value.detail or "")
+    assert "10.0.0.7" in (caught.value.detail or "")  # the operator's record keeps the host

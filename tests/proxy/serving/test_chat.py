@@ -97,7 +97,8 @@ async def test_fail_open_before_the_first_token_streams_the_original_unchecked()
     payloads = data(await stream(serving, request(block=False)))
     assert text_of(payloads) == STREAMED_HARM
     aligner = annotation(payloads)
-    assert aligner["status"] == "unchecked" and "corrector exploded" in aligner["choices"][0]["error"]
+    # The failure's kind only: an exception's message can carry internal hosts and URLs.
+    assert aligner["status"] == "unchecked" and aligner["choices"][0]["error"] == "RuntimeError"
 
 
 async def test_fail_open_after_the_first_token_ends_the_stream_with_an_error() -> None:
