@@ -47,6 +47,7 @@ class CoreConfig:
     corrector_url: str | None = None  # the completions server of corrector_backend='remote'
     corrector_api_key: str | None = None
     corrector_timeout_s: float = 300.0  # one remote correction, every byte and every retry included
+    corrector_tokenizer: str | None = None  # the remote corrector's tokenizer: exact budgets, its special tokens
     corrector_template: str = DEFAULT_TEMPLATE
     corrector_max_new_tokens: int = 256
     corrector_max_question_tokens: int = 128  # question budget in the Aligner prompt (tail kept)
@@ -108,6 +109,7 @@ class ModelLoader:
                 api_key=c.corrector_api_key,
                 timeout_s=c.corrector_timeout_s,
                 deadline_s=c.corrector_timeout_s,
+                tokenizer=c.corrector_tokenizer,
             )
         adapter = c.adapter_spec()
         if c.corrector_backend == "vllm":

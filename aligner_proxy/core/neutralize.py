@@ -77,7 +77,11 @@ TURN_ROLES = ("system", "developer", "user", "assistant", "tool", "function", "i
 """The role names a rendered conversation labels its turns with; any other role reads ``other``."""
 
 _SEPARATOR_GAP = r"[\s._*~`-]"  # what may stand between the letters of a spelled-out label
-_COLONS = "[:\u2236\ua789\u02d0\u02f8\u0589\u05c3\u2e2c\ufe13\ufe55\uff1a]"
+# ':' and its look-alikes (Unicode's confusables for U+003A), so "ASSISTANT꞉" is a label too.
+_COLONS = (
+    "[:\u2236\ua789\u02d0\u02f8\u0589\u05c3\u2e2c\ufe13\ufe55\uff1a"
+    "\u0703\u0704\u0903\u0a83\u16ec\u1803\u1809\u205a\ua4fd]"
+)
 _CHAT_TOKEN = r"<\|[^<>|\s]{1,64}\|>"
 _NEWLINES = re.compile(r"\r\n?|[\u2028\u2029\x85\x0b\x0c]")
 _CONTROLS = re.compile(r"[\x00-\x08\x0e-\x1f\x7f-\x84\x86-\x9f]")

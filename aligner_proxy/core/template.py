@@ -21,6 +21,8 @@ DEFAULT_TEMPLATE = (
 )
 
 _LABEL_IN_TEMPLATE = re.compile(r"\b[A-Z]{2,}(?: [A-Z]{2,})*(?= *:)")
+_LABEL_AT_LINE_START = re.compile(r"(?m)^[\s#>*_-]*([A-Za-z]+(?: [A-Za-z]+){0,3})[*_]* *:")
+"""A custom template's own labels need not be capitals: ``### Correction:`` or ``Answer:`` at a line's start."""
 
 
 class TemplateError(ValueError):
@@ -71,7 +73,10 @@ class AlignerTemplate:
         if not replacement or middle.strip() in replacement:
             raise TemplateError(f"separator_replacement {replacement!r} must be non-empty and differ")
         static = prefix + "\n" + middle + "\n" + suffix
-        labels = self.labels if self.labels is not None else _LABEL_IN_TEMPLATE.findall(static)
+        if self.labels is not None:
+            labels = self.labels
+        else:
+            labels = (*_LABEL_IN_TEMPLATE.findall(static), *_LABEL_AT_LINE_START.findall(static))
         for label in labels:
             if not re.fullmatch(r"[A-Za-z]+(?: [A-Za-z]+)*", label):
                 raise TemplateError(f"role label {label!r} must be letters and single spaces")

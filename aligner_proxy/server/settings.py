@@ -132,6 +132,11 @@ class Settings(BaseSettings):
     corrector_backend: CorrectorBackend = _CORE.corrector_backend
     corrector_url: str | None = Field(None, description="completions server for corrector_backend=remote")
     corrector_api_key: SecretStr | None = None
+    corrector_tokenizer: str | None = Field(
+        None,
+        description="corrector_backend=remote: its tokenizer (a directory or hub id) for exact token "
+        "budgets and to neutralise its special tokens in untrusted text",
+    )
     corrector_timeout_s: float = Field(
         _CORE.corrector_timeout_s, gt=0, description="total time for one remote correction, streamed or not"
     )
@@ -197,6 +202,7 @@ class Settings(BaseSettings):
             corrector_url=self.corrector_url,
             corrector_api_key=self.corrector_api_key.get_secret_value() if self.corrector_api_key else None,
             corrector_timeout_s=self.corrector_timeout_s,
+            corrector_tokenizer=self.corrector_tokenizer,
             corrector_template=self.corrector_template,
             corrector_max_new_tokens=self.corrector_max_new_tokens,
             corrector_max_question_tokens=self.corrector_max_question_tokens,

@@ -188,6 +188,17 @@ class RemoteCompletionsGenerator:
 
         return truncate_tokens(tokenizer, text, max_tokens, keep)
 
+    @property
+    def special_tokens(self) -> list[str]:
+        """The corrector's special tokens when its tokenizer is given (``tokenizer=``), to neutralise them in
+        untrusted text; without it the prompt renderer still breaks the common ones and any ``<|name|>``."""
+        tokenizer = self._local_tokenizer()
+        if tokenizer is None:
+            return []
+        from aligner_proxy.core.backends.tokenizer import special_token_strings
+
+        return special_token_strings(tokenizer)
+
     def _local_tokenizer(self) -> Any:
         if self._tokenizer is None and self._tokenizer_spec is not None:
             from transformers import AutoTokenizer
