@@ -9,6 +9,7 @@ models) instead of a loader.
 from __future__ import annotations
 
 import asyncio
+import functools
 import hmac
 import logging
 import uuid
@@ -25,7 +26,8 @@ from aligner_proxy import __version__
 from aligner_proxy.core.errors import AlignmentError
 from aligner_proxy.server.errors import AlignerProxyError, AuthenticationError, from_core
 from aligner_proxy.server.metrics import Metrics
-from aligner_proxy.server.middleware import AdmissionLimit, route_template
+from aligner_proxy.server.middleware import AdmissionLimit, route_label, route_paths
+from aligner_proxy.server.openapi import install as install_openapi
 from aligner_proxy.server.protocol import ErrorBody, ErrorResponse
 from aligner_proxy.server.settings import Settings
 from aligner_proxy.server.wiring import Components, build_components
@@ -96,6 +98,11 @@ def create_app(
 
     app = FastAPI(title="aligner-proxy", version=__version__, lifespan=lifespan)
     app.state.proxy = state
+
+    @functools.cache
+    def served() -> frozenset[str]:  # the routes are all added by the time the first request comes
+        return route_paths(app.routes)
+
     # Inside the request-context middleware (added after it, so it runs within): a 429 still
     # gets its request id and its metrics label.
     app.add_middleware(
@@ -115,7 +122,7 @@ def create_app(
             if not _matches(token, settings.api_keys):
                 exc = AuthenticationError("Incorrect or missing API key: send 'Authorization: Bearer <key>'.")
                 response: Response = error_response(401, exc.message, exc.error_type, code=exc.code, headers=headers)
-                labels = {"endpoint": route_template(app.routes, request.scope), "status_code": "401"}
+                labels = {"endpoint": route_label(request.url.path, served()), "status_code": "401"}
                 state.metrics.requests.labels(**labels).inc()
                 return response
         declared = request.headers.get("content-length")
@@ -130,7 +137,7 @@ def create_app(
         else:
             response = await call_next(request)
         response.headers["x-request-id"] = request_id
-        endpoint = route_template(app.routes, request.scope)
+        endpoint = route_label(request.url.path, served())
         state.metrics.requests.labels(endpoint=endpoint, status_code=str(response.status_code)).inc()
         return response
 
@@ -171,4 +178,5 @@ def create_app(
     from aligner_proxy.server.routes import router
 
     app.include_router(router)
+    install_openapi(app)
     return app

@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from starlette.routing import Match
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from aligner_proxy.server.protocol import ErrorBody, ErrorResponse
@@ -21,14 +20,23 @@ logger = logging.getLogger(__name__)
 UNMATCHED = "unmatched"
 
 
-def route_template(routes: list[Any], scope: Scope) -> str:
-    """The path template of the route ``scope`` matches (``/v1/chat/completions``), never the raw path:
-    a metrics label per raw path would let any client create series without bound."""
+def route_paths(routes: list[Any]) -> frozenset[str]:
+    """Every path an app serves, routers included (FastAPI may wrap an included router in a route of its own)."""
+    paths: set[str] = set()
     for route in routes:
-        match, _ = route.matches(scope)
-        if match == Match.FULL:
-            return str(getattr(route, "path", UNMATCHED))
-    return UNMATCHED
+        if isinstance(getattr(route, "path", None), str):
+            paths.add(route.path)
+        inner = getattr(getattr(route, "original_router", route), "routes", None)
+        if isinstance(inner, list) and inner is not routes:
+            paths |= route_paths(inner)
+    return frozenset(paths)
+
+
+def route_label(path: str, served: frozenset[str]) -> str:
+    """The metrics label of a request: its path when the app serves it, else ``unmatched``. Never the raw
+    path of an unknown request: a label per raw path would let any client create series without bound.
+    (Every route of this app is a fixed path; one with path parameters would read ``unmatched``.)"""
+    return path if path in served else UNMATCHED
 
 
 class AdmissionLimit:

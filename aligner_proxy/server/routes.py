@@ -11,18 +11,20 @@ from collections.abc import AsyncIterator
 from typing import Annotated, TypeVar
 
 from fastapi import APIRouter, Depends, Request, Response
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 from pydantic import BaseModel, ValidationError
 
 from aligner_proxy.core.annotation import CorrectResponse
 from aligner_proxy.server.bodies import check_generation_limits, decode_json_object
 from aligner_proxy.server.errors import InvalidRequestError, NotReadyError, RequestTooLargeError
+from aligner_proxy.server.openapi import SSE_EVENT, error_responses
 from aligner_proxy.server.protocol import (
     ChatCompletionRequest,
     ChatCompletionResponse,
     CompletionRequest,
     CompletionResponse,
     CorrectRequest,
+    ErrorResponse,
     ModelList,
     ScoreRequest,
     ScoreResponse,
@@ -82,7 +84,17 @@ def _json(response: ChatCompletionResponse | CompletionResponse) -> JSONResponse
     return JSONResponse(response.model_dump(mode="json"), headers=aligner_headers(response.aligner))
 
 
-@router.post("/v1/chat/completions")
+@router.post(
+    "/v1/chat/completions",
+    responses={
+        200: {
+            "model": ChatCompletionResponse,
+            "content": {"text/event-stream": {"schema": SSE_EVENT}},
+            "description": "the answer, or its SSE stream with stream=true",
+        },
+        **error_responses(),
+    },
+)
 async def chat_completions(request: Request, components: Loaded) -> Response:
     body = await parse_body(request, ChatCompletionRequest)
     settings = request.app.state.proxy.settings
@@ -99,7 +111,17 @@ async def chat_completions(request: Request, components: Loaded) -> Response:
     return _json(await components.chat.create(body, request_id, may_relax=may_relax))
 
 
-@router.post("/v1/completions")
+@router.post(
+    "/v1/completions",
+    responses={
+        200: {
+            "model": CompletionResponse,
+            "content": {"text/event-stream": {"schema": SSE_EVENT}},
+            "description": "the answer, or its SSE stream with stream=true",
+        },
+        **error_responses(),
+    },
+)
 async def completions(request: Request, components: Loaded) -> Response:
     body = await parse_body(request, CompletionRequest)
     settings = request.app.state.proxy.settings
@@ -117,17 +139,17 @@ async def completions(request: Request, components: Loaded) -> Response:
     return _json(await components.completions.create(body, request_id, may_relax=may_relax))
 
 
-@router.get("/v1/models")
+@router.get("/v1/models", responses=error_responses())
 async def models(components: Loaded) -> ModelList:
     return components.models.model_list()
 
 
-@router.post("/v1/aligner/score")
+@router.post("/v1/aligner/score", responses=error_responses())
 async def score(request: Request, components: Loaded) -> ScoreResponse:
     return await components.aligner.score(await parse_body(request, ScoreRequest))
 
 
-@router.post("/v1/aligner/correct")
+@router.post("/v1/aligner/correct", responses=error_responses())
 async def correct(request: Request, components: Loaded) -> CorrectResponse:
     return await components.aligner.correct(await parse_body(request, CorrectRequest))
 
@@ -137,11 +159,15 @@ async def health() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/ready")
+@router.get("/ready", responses={503: {"model": ErrorResponse, "description": "the models are loading"}})
 async def ready(components: Loaded) -> dict[str, object]:
     return {"status": "ready", "models": sorted(components.models.routes)}
 
 
-@router.get("/metrics")
+@router.get(
+    "/metrics",
+    response_class=PlainTextResponse,
+    responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}, "description": "Prometheus text"}},
+)
 async def metrics(request: Request) -> Response:
     return Response(request.app.state.proxy.metrics.render(), media_type="text/plain; version=0.0.4")

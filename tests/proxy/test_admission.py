@@ -50,8 +50,16 @@ def test_random_paths_do_not_create_metric_series(slow_upstream: str, api_keys: 
             httpx.post(f"{url}/v1/random-{i}", json={})
             httpx.get(f"{url}/nowhere/{i}")
         labels = endpoint_labels(httpx.get(url + "/metrics").text)
-    assert labels <= {"unmatched", "/metrics"}, labels
+    assert labels <= {"unmatched", "/metrics", "/v1/models"}, labels
     assert not any("random" in label or "nowhere" in label for label in labels)
+
+
+def test_served_routes_are_labelled_by_their_path(slow_upstream: str) -> None:
+    with running_proxy(slow_upstream) as url:
+        httpx.get(f"{url}/v1/models")
+        httpx.get(f"{url}/health")
+        labels = endpoint_labels(httpx.get(url + "/metrics").text)
+    assert {"/v1/models", "/health"} <= labels
 
 
 def test_a_non_ascii_bearer_key_is_a_401_not_a_500(slow_upstream: str) -> None:
