@@ -57,6 +57,16 @@ def error_responses() -> dict[int | str, dict[str, Any]]:
     return {int(code): {"model": ErrorResponse, "description": text} for code, text in ERRORS.items()}
 
 
+def generating_responses(model: type[BaseModel]) -> dict[int | str, dict[str, Any]]:
+    """The ``responses=`` entry of a generating route: the answer as JSON, or its SSE stream; the errors."""
+    answer = {
+        "model": model,
+        "content": {"text/event-stream": {"schema": SSE_EVENT}},
+        "description": "the answer, or its SSE stream with stream=true",
+    }
+    return {200: answer, **error_responses()}
+
+
 def install(app: FastAPI) -> None:
     """Make ``app.openapi()`` include the request bodies the routes read themselves."""
 

@@ -17,7 +17,7 @@ from pydantic import BaseModel, ValidationError
 from aligner_proxy.core.annotation import CorrectResponse
 from aligner_proxy.server.bodies import check_generation_limits, decode_json_object
 from aligner_proxy.server.errors import InvalidRequestError, NotReadyError, RequestTooLargeError
-from aligner_proxy.server.openapi import SSE_EVENT, error_responses
+from aligner_proxy.server.openapi import error_responses, generating_responses
 from aligner_proxy.server.protocol import (
     ChatCompletionRequest,
     ChatCompletionResponse,
@@ -86,14 +86,7 @@ def _json(response: ChatCompletionResponse | CompletionResponse) -> JSONResponse
 
 @router.post(
     "/v1/chat/completions",
-    responses={
-        200: {
-            "model": ChatCompletionResponse,
-            "content": {"text/event-stream": {"schema": SSE_EVENT}},
-            "description": "the answer, or its SSE stream with stream=true",
-        },
-        **error_responses(),
-    },
+    responses=generating_responses(ChatCompletionResponse),
 )
 async def chat_completions(request: Request, components: Loaded) -> Response:
     body = await parse_body(request, ChatCompletionRequest)
@@ -113,14 +106,7 @@ async def chat_completions(request: Request, components: Loaded) -> Response:
 
 @router.post(
     "/v1/completions",
-    responses={
-        200: {
-            "model": CompletionResponse,
-            "content": {"text/event-stream": {"schema": SSE_EVENT}},
-            "description": "the answer, or its SSE stream with stream=true",
-        },
-        **error_responses(),
-    },
+    responses=generating_responses(CompletionResponse),
 )
 async def completions(request: Request, components: Loaded) -> Response:
     body = await parse_body(request, CompletionRequest)
