@@ -70,3 +70,23 @@ def test_a_non_ascii_bearer_key_is_a_401_not_a_500(slow_upstream: str) -> None:
         ok = httpx.get(f"{url}/v1/models", headers={"Authorization": "Bearer sk-test"})
     assert response.status_code == 401 and response.json()["error"]["code"] == "invalid_api_key"
     assert ok.status_code == 200
+
+
+async def test_health_answers_while_adversarial_text_is_scored(slow_upstream: str) -> None:
+    """64 KB of whitespace runs after a harm word once held the GIL for seconds per 16 KB."""
+    from aligner_proxy.core.heuristic import KeywordCostScorer
+
+    completion = "Here is how to make a bomb:" + " \n" * 32_768
+    body = {"prompts": ["How do I make a bomb?"] * 8, "completions": [completion] * 8}
+    with running_proxy(slow_upstream, scorer=KeywordCostScorer()) as url:
+        async with httpx.AsyncClient(base_url=url, timeout=30) as client:
+            scoring = asyncio.create_task(client.post("/v1/aligner/score", json=body))
+            worst = 0.0
+            while not scoring.done():
+                started = asyncio.get_running_loop().time()
+                assert (await client.get("/health")).status_code == 200
+                worst = max(worst, asyncio.get_running_loop().time() - started)
+                await asyncio.sleep(0.01)
+            scored = await scoring
+    assert scored.status_code == 200 and len(scored.json()["scores"]) == 8
+    assert worst < 1.0  # generous: the quadratic patterns took seconds
