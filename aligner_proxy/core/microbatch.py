@@ -2,9 +2,15 @@
 
 Model work must never run on the event loop, and a CPU model is several times
 more efficient on a batch of eight than on eight single calls. A
-:class:`MicroBatcher` collects the items of calls that arrive within a short
-window (or until ``max_batch_size`` items), runs one blocking function on the
-whole batch in a worker thread, and hands each caller its own slice back.
+:class:`MicroBatcher` runs one blocking function on a batch of the items of
+many calls in a worker thread, and hands each caller its own slice back.
+
+When to dispatch: a batcher with nothing running sends what it has at once
+(on the next turn of the event loop, so calls made in the same turn share the
+batch): a lone request never waits for a window. While a batch runs, new
+items queue, and the queue goes the moment that batch finishes, or when it
+reaches ``max_batch_size``; ``max_wait_ms`` bounds the wait of a queue whose
+batcher's worker is busy with another batcher's work.
 
 Written by hand because the libraries that do this (Ray Serve, Triton, vLLM's
 own scheduler) bring a serving stack with them; this is the forty lines the
@@ -73,6 +79,7 @@ class MicroBatcher(Generic[I, O]):
         self._owns_executor = executor is None
         self.name = name
         self._queues: dict[Hashable, _Queue[I, O]] = {}
+        self._running = 0  # batches handed to the worker and not yet delivered
 
     async def submit(self, items: Sequence[I], key: Hashable = None) -> list[O]:
         """Queue ``items`` and wait for their outputs."""
@@ -86,7 +93,9 @@ class MicroBatcher(Generic[I, O]):
         if queue.size >= self.max_batch_size:
             self._flush(key)
         elif queue.flusher is None:
-            queue.flusher = loop.call_later(self.max_wait_s, self._flush, key)
+            # Idle: go on the next turn (same-turn calls join); busy: the running batch's end sends it.
+            wait_s = 0.0 if self._running == 0 else self.max_wait_s
+            queue.flusher = loop.call_later(wait_s, self._flush, key)
         return await future
 
     def _flush(self, key: Hashable) -> None:
@@ -110,10 +119,15 @@ class MicroBatcher(Generic[I, O]):
     def _run(self, key: Hashable, chunk: list[_Pending[I, O]]) -> None:
         items = [item for pending in chunk for item in pending.items]
         loop = chunk[0].loop
+        self._running += 1
         task = loop.run_in_executor(self._executor, self._fn, key, items)
         task.add_done_callback(lambda done: self._deliver(done, chunk, len(items)))
 
     def _deliver(self, done: asyncio.Future[list[O]], chunk: list[_Pending[I, O]], n: int) -> None:
+        self._running -= 1
+        if self._running == 0:
+            for key in list(self._queues):  # what queued while the worker was busy goes now, batched
+                self._flush(key)
         error = done.exception()
         outputs: list[O] = [] if error is not None else done.result()
         if error is None and len(outputs) != n:
