@@ -56,7 +56,9 @@ def _matches(token: bytes, keys: list[SecretStr]) -> bool:
 
 
 def _from_exception(exc: AlignerProxyError) -> JSONResponse:
-    return error_response(exc.status_code, exc.message, exc.error_type, param=exc.param, code=exc.code)
+    return error_response(
+        exc.status_code, exc.message, exc.error_type, param=exc.param, code=exc.code, headers=exc.headers
+    )
 
 
 class AppState:

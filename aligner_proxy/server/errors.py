@@ -14,16 +14,25 @@ from aligner_proxy.core import errors as core_errors
 
 
 class AlignerProxyError(Exception):
-    """Base class. ``status_code`` / ``error_type`` / ``code`` decide the HTTP answer."""
+    """Base class. ``status_code`` / ``error_type`` / ``code`` decide the HTTP answer; ``headers`` go with it
+    (e.g. a relayed ``Retry-After``)."""
 
     status_code: int = 500
     error_type: str = "server_error"
     code: str | None = None
 
-    def __init__(self, message: str, *, param: str | None = None, code: str | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        param: str | None = None,
+        code: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.param = param
+        self.headers = headers
         if code is not None:
             self.code = code
 
@@ -83,8 +92,9 @@ class UpstreamError(AlignerProxyError):
         error_type: str | None = None,
         param: str | None = None,
         code: str | None = None,
+        headers: dict[str, str] | None = None,
     ) -> None:
-        super().__init__(message, param=param, code=code)
+        super().__init__(message, param=param, code=code, headers=headers)
         if status_code is not None:
             self.status_code = status_code
         if error_type is not None:

@@ -212,12 +212,15 @@ def _upstream_error(response: httpx.Response, api_key: str | None) -> UpstreamEr
     except (json.JSONDecodeError, AttributeError):
         pass  # a non-JSON error page: the status line says enough
     status = response.status_code if response.status_code < 500 else 502
+    retry_after = response.headers.get("retry-after")
     return UpstreamError(
         redact_text(message, [api_key]),
         status_code=status,
         error_type=error_type or ("invalid_request_error" if status < 500 else "upstream_error"),
         param=param,
         code=code,
+        # A 429's wait, passed on: the client should back off as the upstream asked.
+        headers={"retry-after": retry_after} if retry_after and status == 429 else None,
     )
 
 

@@ -118,3 +118,25 @@ async def test_a_dripping_correction_stream_stops_at_its_deadline() -> None:
     with pytest.raises(BackendConnectionError, match=r"took over 0\.5 s"):
         _ = [piece async for piece in gen.stream("prompt", GenerationParams())]
     assert time.monotonic() - started < 3.0
+
+
+def test_an_upstream_429_reaches_the_client_with_its_retry_after() -> None:
+    from fastapi import FastAPI
+    from fastapi.responses import JSONResponse
+
+    from tests.proxy.fakes import serve
+    from tests.proxy.helpers import MODEL, running_proxy
+
+    up = FastAPI()
+
+    @up.post("/v1/chat/completions")
+    async def busy() -> JSONResponse:
+        error = {"error": {"message": "slow down", "type": "rate_limit_error"}}
+        return JSONResponse(error, status_code=429, headers={"retry-after": "7"})
+
+    with serve(up) as upstream, running_proxy(upstream, upstream_retries=0) as url:
+        response = httpx.post(
+            f"{url}/v1/chat/completions", json={"model": MODEL, "messages": [{"role": "user", "content": "Hi"}]}
+        )
+    assert response.status_code == 429 and response.headers["retry-after"] == "7"
+    assert response.json()["error"]["message"] == "slow down"
