@@ -45,9 +45,11 @@ class Components:
             await close()
 
 
-def build_upstream(settings: Settings, route: RouteSettings, loader: ModelLoader) -> Upstream:
+def build_upstream(settings: Settings, route: RouteSettings, loader: ModelLoader | None = None) -> Upstream:
     """A route's upstream: the embedded model (loaded through the core's loader) or an OpenAI-compatible URL."""
     if route.upstream.embedded:
+        if loader is None:
+            raise ValueError(f"route {route.name!r} has an embedded upstream: it needs a model loader")
         return EmbeddedUpstream(
             loader.local_generator(route.upstream.model),
             default_max_tokens=settings.embedded_max_tokens,

@@ -11,8 +11,8 @@ from aligner_proxy.core.loading import make_pipeline
 from aligner_proxy.server.app import create_app
 from aligner_proxy.server.metrics import Metrics
 from aligner_proxy.server.settings import Settings
-from aligner_proxy.server.upstream import EmbeddedUpstream, OpenAIUpstream, Upstream
-from aligner_proxy.server.wiring import Components, assemble
+from aligner_proxy.server.upstream import EmbeddedUpstream, Upstream
+from aligner_proxy.server.wiring import Components, assemble, build_upstream
 from tests.proxy.fakes import FakeCorrectorGenerator, FakeScorer, serve
 
 MODEL = "fake-model"
@@ -44,7 +44,7 @@ def proxy_components(
     )
     route = config.routes()[0]
     upstreams: dict[str, Upstream] = {
-        route.name: upstream or OpenAIUpstream(route.upstream.base_url or "", retries=config.upstream_retries)
+        route.name: upstream or build_upstream(config, route)  # the settings' timeouts, deadlines, retries
     }
     return config, assemble(config, metrics, pipeline=pipeline, upstreams=upstreams), metrics
 
