@@ -10,49 +10,27 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import hmac
 import logging
-import uuid
-from collections.abc import AsyncGenerator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Callable
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import SecretStr
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from aligner_proxy import __version__
 from aligner_proxy.core.errors import AlignmentError
-from aligner_proxy.server.errors import AlignerProxyError, AuthenticationError, from_core
+from aligner_proxy.server.errors import AlignerProxyError, from_core
 from aligner_proxy.server.metrics import Metrics
-from aligner_proxy.server.middleware import AdmissionLimit, route_label, route_paths
+from aligner_proxy.server.middleware import AdmissionLimit, RequestContext, error_response, route_paths
 from aligner_proxy.server.openapi import install as install_openapi
-from aligner_proxy.server.protocol import ErrorBody, ErrorResponse
 from aligner_proxy.server.settings import Settings
 from aligner_proxy.server.wiring import Components, build_components
 
 logger = logging.getLogger(__name__)
 
 Loader = Callable[[Settings, Metrics], Components]
-
-
-def error_response(
-    status: int,
-    message: str,
-    error_type: str,
-    *,
-    param: str | None = None,
-    code: str | None = None,
-    headers: dict[str, str] | None = None,
-) -> JSONResponse:
-    body = ErrorResponse(error=ErrorBody(message=message, type=error_type, param=param, code=code))
-    return JSONResponse(body.model_dump(), status_code=status, headers=headers)
-
-
-def _matches(token: bytes, keys: list[SecretStr]) -> bool:
-    """Whether ``token`` is one of ``keys``, in constant time per key."""
-    return any(hmac.compare_digest(token, key.get_secret_value().encode()) for key in keys)
 
 
 def _from_exception(exc: AlignerProxyError) -> JSONResponse:
@@ -105,43 +83,11 @@ def create_app(
     def served() -> frozenset[str]:  # the routes are all added by the time the first request comes
         return route_paths(app.routes)
 
-    # Inside the request-context middleware (added after it, so it runs within): a 429 still
-    # gets its request id and its metrics label.
+    # Added first, so it runs inside the request context: a 429 still gets its request id and its count.
     app.add_middleware(
         AdmissionLimit, max_in_flight=settings.max_concurrent_requests, retry_after_s=settings.retry_after_s
     )
-
-    @app.middleware("http")
-    async def request_context(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        request_id = request.headers.get("x-request-id") or f"req-{uuid.uuid4().hex[:16]}"
-        request.state.request_id = request_id
-        headers = {"x-request-id": request_id}
-        given = request.headers.get("authorization", "")
-        # Bytes, not str: compare_digest refuses non-ASCII text, and a header can carry any.
-        token = (given[7:] if given.lower().startswith("bearer ") else "").encode("utf-8", "surrogateescape")
-        request.state.may_relax = not settings.policy_floor or _matches(token, settings.policy_override_keys)
-        if settings.api_keys and request.url.path.startswith("/v1/"):
-            if not _matches(token, settings.api_keys):
-                exc = AuthenticationError("Incorrect or missing API key: send 'Authorization: Bearer <key>'.")
-                response: Response = error_response(401, exc.message, exc.error_type, code=exc.code, headers=headers)
-                labels = {"endpoint": route_label(request.url.path, served()), "status_code": "401"}
-                state.metrics.requests.labels(**labels).inc()
-                return response
-        declared = request.headers.get("content-length")
-        if declared and declared.isdigit() and int(declared) > settings.max_body_bytes:
-            response = error_response(
-                413,
-                f"Request body of {declared} bytes exceeds the limit of {settings.max_body_bytes} bytes.",
-                "invalid_request_error",
-                code="request_too_large",
-                headers=headers,
-            )
-        else:
-            response = await call_next(request)
-        response.headers["x-request-id"] = request_id
-        endpoint = route_label(request.url.path, served())
-        state.metrics.requests.labels(endpoint=endpoint, status_code=str(response.status_code)).inc()
-        return response
+    app.add_middleware(RequestContext, settings=settings, metrics=state.metrics, served=served)
 
     @app.exception_handler(AlignerProxyError)
     @app.exception_handler(AlignmentError)
