@@ -48,6 +48,7 @@ class CoreConfig:
     corrector_api_key: str | None = None
     corrector_timeout_s: float = 300.0  # one remote correction, every byte and every retry included
     corrector_tokenizer: str | None = None  # the remote corrector's tokenizer: exact budgets, its special tokens
+    corrector_prompt_lookup_tokens: int = 10  # copy speculation for lone greedy corrections (transformers); 0: off
     corrector_template: str = DEFAULT_TEMPLATE
     corrector_max_new_tokens: int = 256
     corrector_max_question_tokens: int = 128  # question budget in the Aligner prompt (tail kept)
@@ -78,7 +79,9 @@ class ModelLoader:
         self.executor: Executor = model_executor()
         self.pool = ModelPool()
 
-    def local_generator(self, spec: str, adapter: str | None = None) -> TransformersGenerator:
+    def local_generator(
+        self, spec: str, adapter: str | None = None, *, prompt_lookup_tokens: int = 0
+    ) -> TransformersGenerator:
         """An in-process transformers generator for ``spec`` (plus a LoRA adapter)."""
         from aligner_proxy.core.backends.transformers import TransformersGenerator
 
@@ -93,6 +96,7 @@ class ModelLoader:
             model_id=adapter,
             max_batch_size=c.max_batch_size,
             batch_wait_ms=c.batch_wait_ms,
+            prompt_lookup_tokens=prompt_lookup_tokens,
         )
 
     def corrector_generator(self) -> TextGenerator:
@@ -118,7 +122,7 @@ class ModelLoader:
             return VLLMGenerator.load(
                 c.corrector_model, cache_dir=c.cache_dir, adapter=resolve_shipped(adapter) if adapter else None
             )
-        return self.local_generator(c.corrector_model, adapter)
+        return self.local_generator(c.corrector_model, adapter, prompt_lookup_tokens=c.corrector_prompt_lookup_tokens)
 
     def scorer(self) -> CostScorer:
         return load_cost_scorer(self.config.scorer, cache_dir=self.config.cache_dir)

@@ -180,3 +180,29 @@ def test_count_and_truncate_tokens(generator: TransformersGenerator) -> None:
 def test_generate_batch_works_without_an_event_loop(generator: TransformersGenerator) -> None:
     results = generator.generate_batch(PROMPTS, GenerationParams(max_new_tokens=4))
     assert [r.completion_tokens for r in results] == [4, 4, 4, 4]
+
+
+def test_copy_speculation_leaves_greedy_output_unchanged(
+    tiny_lm_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Prompt lookup drafts from the prompt and verifies: lone greedy calls must decode exactly as without it."""
+    from transformers.generation.utils import GenerationMixin
+
+    seen: list[object] = []
+    generate = GenerationMixin.generate
+
+    def spy(self: object, *args: object, **kwargs: object) -> object:
+        seen.append(kwargs.get("prompt_lookup_num_tokens"))
+        return generate(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(GenerationMixin, "generate", spy)
+    plain = TransformersGenerator.load(str(tiny_lm_dir), cache_dir=tmp_path)
+    copying = TransformersGenerator.load(str(tiny_lm_dir), cache_dir=tmp_path, prompt_lookup_tokens=4)
+    params = GenerationParams(max_new_tokens=24)
+    # Prompts that repeat themselves, so the drafts often match what the model goes on to write.
+    prompts = [p + " " + p + " " + p for p in PROMPTS]
+    for prompt in prompts:
+        assert copying.generate_batch([prompt], params) == plain.generate_batch([prompt], params)
+    assert seen.count(4) == len(prompts) and seen.count(None) == len(prompts)
+    copying.generate_batch(prompts[:2], params)  # a batch of two decodes without it
+    assert seen[-1] is None
