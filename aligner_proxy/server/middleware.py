@@ -12,7 +12,6 @@ was a measurable share of each request's CPU.
 from __future__ import annotations
 
 import hmac
-import logging
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -26,8 +25,6 @@ from aligner_proxy.server.errors import AuthenticationError
 from aligner_proxy.server.metrics import Metrics
 from aligner_proxy.server.protocol import ErrorBody, ErrorResponse
 from aligner_proxy.server.settings import Settings
-
-logger = logging.getLogger(__name__)
 
 UNMATCHED = "unmatched"
 
