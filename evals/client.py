@@ -14,7 +14,7 @@ from typing import Any
 
 import httpx
 
-from aligner_proxy.core.http import RetryPolicy, SendError, send_with_retries
+from aligner_proxy.core.http import RetryPolicy, SendError, make_client, send_with_retries
 from evals.errors import TargetError
 
 
@@ -43,12 +43,8 @@ class ChatEndpoint:
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.retry = RetryPolicy(max_retries=retries, backoff_s=1.0, max_backoff_s=30.0, deadline_s=retry_deadline_s)
-        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self._client = httpx.AsyncClient(
-            base_url=self.base_url,
-            headers=headers,
-            timeout=httpx.Timeout(timeout_s, connect=10.0),
-            limits=httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency),
+        self._client = make_client(
+            self.base_url, api_key=api_key, timeout_s=timeout_s, connect_timeout_s=10.0, max_connections=concurrency
         )
 
     async def models(self) -> list[str]:

@@ -29,7 +29,7 @@ import httpx
 
 from aligner_proxy.core.backends import BackendConnectionError, BackendResponseError
 from aligner_proxy.core.corrector import CorrectionInput
-from aligner_proxy.core.http import RetryPolicy, SendError, send_with_retries
+from aligner_proxy.core.http import RetryPolicy, SendError, make_client, send_with_retries
 from aligner_proxy.core.policy import AlignmentPipeline, Outcome, PolicyConfig
 
 if TYPE_CHECKING:
@@ -109,12 +109,12 @@ class ProxyBackend:
         retry_deadline_s: float = 120.0,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
-        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self._client = httpx.AsyncClient(
-            base_url=base_url.rstrip("/") + "/",
-            headers=headers,
-            timeout=httpx.Timeout(timeout_s, connect=connect_timeout_s),
-            limits=httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency),
+        self._client = make_client(
+            base_url.rstrip("/") + "/",
+            api_key=api_key,
+            timeout_s=timeout_s,
+            connect_timeout_s=connect_timeout_s,
+            max_connections=concurrency,
             transport=transport,
         )
         self._semaphore = asyncio.Semaphore(concurrency)

@@ -68,6 +68,30 @@ NOT_SENT_ERRORS: tuple[type[httpx.TransportError], ...] = (httpx.ConnectError, h
 """Failures before any byte of the request left this process: safe to retry."""
 
 
+def make_client(
+    base_url: str,
+    *,
+    api_key: str | None = None,
+    timeout_s: float,
+    connect_timeout_s: float = 5.0,
+    max_connections: int = 16,
+    max_keepalive: int | None = None,
+    transport: httpx.AsyncBaseTransport | None = None,
+) -> httpx.AsyncClient:
+    """The pooled client every outbound caller uses: a bearer key if given (never logged: messages name
+    URLs only), a read and a connect timeout, and a bounded pool (``max_keepalive`` defaults to all)."""
+    return httpx.AsyncClient(
+        base_url=base_url,
+        headers={"Authorization": f"Bearer {api_key}"} if api_key else {},
+        timeout=httpx.Timeout(timeout_s, connect=connect_timeout_s),
+        limits=httpx.Limits(
+            max_connections=max_connections,
+            max_keepalive_connections=max_connections if max_keepalive is None else max_keepalive,
+        ),
+        transport=transport,
+    )
+
+
 @dataclass(frozen=True)
 class RetryPolicy:
     """How often and how long one request may be retried; the *which* is fixed by the module's rule."""

@@ -30,6 +30,7 @@ from aligner_proxy.core.http import (
     SendError,
     StreamDeadlineError,
     UnreachableError,
+    make_client,
     send_with_retries,
     sse_data,
     stream_with_retries,
@@ -99,17 +100,18 @@ class OpenAIUpstream:
         deadline_s: float = 600.0,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
-        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self.base_url = base_url.rstrip("/")
         self.display_url = redact_url(self.base_url)  # what messages and logs may show
         self._api_key = api_key  # only to scrub it from the upstream's error messages
         self.deadline_s = deadline_s  # one call, retries and every byte of the body included
         self.retry = RetryPolicy(max_retries=retries, backoff_s=0.2, max_backoff_s=2.0, deadline_s=retry_deadline_s)
-        self._client = httpx.AsyncClient(
-            base_url=self.base_url,
-            headers=headers,
-            timeout=httpx.Timeout(timeout_s, connect=connect_timeout_s),
-            limits=httpx.Limits(max_connections=256, max_keepalive_connections=64),
+        self._client = make_client(
+            self.base_url,
+            api_key=api_key,
+            timeout_s=timeout_s,
+            connect_timeout_s=connect_timeout_s,
+            max_connections=256,
+            max_keepalive=64,
             transport=transport,
         )
 

@@ -31,6 +31,7 @@ from aligner_proxy.core.http import (
     RetryPolicy,
     SendError,
     StreamDeadlineError,
+    make_client,
     send_with_retries,
     sse_data,
     stream_with_retries,
@@ -65,12 +66,12 @@ class RemoteCompletionsGenerator:
         extra_body: Mapping[str, Any] | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
-        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self._client = httpx.AsyncClient(
-            base_url=base_url,
-            headers=headers,
-            timeout=httpx.Timeout(timeout_s, connect=connect_timeout_s),
-            limits=httpx.Limits(max_connections=max_concurrency, max_keepalive_connections=max_concurrency),
+        self._client = make_client(
+            base_url,
+            api_key=api_key,
+            timeout_s=timeout_s,
+            connect_timeout_s=connect_timeout_s,
+            max_connections=max_concurrency,
             transport=transport,
         )
         self._model = model
