@@ -16,6 +16,7 @@ write training rows in the proxy's exact prompt without loading a model.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass, replace
 
@@ -27,6 +28,13 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_PARAMS = GenerationParams(max_new_tokens=384, temperature=0.0)
 """Greedy: a correction should be reproducible, and the Aligner paper decodes greedily."""
+
+
+BUDGET_MARGIN = 32
+"""Tokens a correction may add beyond ``length_ratio`` × its answer (a refusal of a one-line answer)."""
+
+BUDGET_STEP = 64
+"""Budgets are rounded up to this step: generation batches are keyed by their decoding parameters."""
 
 
 @dataclass
@@ -110,6 +118,7 @@ class Corrector(CorrectionPrompter):
         params: GenerationParams | None = None,
         max_question_tokens: int = 512,
         max_answer_tokens: int = 1024,
+        length_ratio: float | None = None,
     ) -> None:
         super().__init__(
             _GeneratorTokenizer(generator),
@@ -118,6 +127,7 @@ class Corrector(CorrectionPrompter):
             max_answer_tokens=max_answer_tokens,
         )
         self.generator = generator
+        self.length_ratio = length_ratio
         base = params or DEFAULT_PARAMS
         stops = tuple(dict.fromkeys((*base.stop, *self.renderer.generation_stops)))
         self.params = replace(base, stop=stops)
@@ -126,12 +136,23 @@ class Corrector(CorrectionPrompter):
     def model_id(self) -> str:
         return self.generator.model_id
 
+    def params_for(self, items: list[CorrectionInput]) -> GenerationParams:
+        """Decoding for ``items``: with ``length_ratio``, a token budget that fits the longest answer
+        (ratio × its tokens + a margin, in steps of :data:`BUDGET_STEP` so that corrections of answers of
+        similar length still share batches), never above ``params.max_new_tokens``. A correction that
+        loops stops near its answer's length instead of running to the cap."""
+        if self.length_ratio is None:
+            return self.params
+        longest = max(min(self.tokenizer.count_tokens(item.answer), self.max_answer_tokens) for item in items)
+        budget = math.ceil((self.length_ratio * longest + BUDGET_MARGIN) / BUDGET_STEP) * BUDGET_STEP
+        return replace(self.params, max_new_tokens=min(self.params.max_new_tokens, budget))
+
     async def correct(self, items: list[CorrectionInput]) -> list[Correction]:
         """Correct every item with one batched ``generate`` call; one :class:`Correction` per item, in order."""
         if not items:
             return []
         prompts = [self.build_prompt(item) for item in items]
-        generations = await self.generator.generate(prompts, self.params)
+        generations = await self.generator.generate(prompts, self.params_for(items))
         if len(generations) != len(prompts):
             raise RuntimeError(f"{self.model_id} returned {len(generations)} generations for {len(prompts)} prompts")
         corrections = [
@@ -160,7 +181,7 @@ class Corrector(CorrectionPrompter):
         generation. Generation stops early once a stop marker shows up.
         """
         cleaner = self.renderer.stream_cleaner()
-        deltas = self.generator.stream(self.build_prompt(item), self.params)
+        deltas = self.generator.stream(self.build_prompt(item), self.params_for([item]))
         try:
             async for delta in deltas:
                 piece = cleaner.feed(delta)

@@ -148,6 +148,12 @@ class Settings(BaseSettings):
     )
     corrector_template: str = _CORE.corrector_template
     corrector_max_new_tokens: int = Field(_CORE.corrector_max_new_tokens, ge=1)
+    corrector_length_ratio: float | None = Field(
+        _CORE.corrector_length_ratio,
+        gt=0,
+        description="a correction's token budget: this × its answer's tokens + 32 (steps of 64), up to "
+        "corrector_max_new_tokens; None: always corrector_max_new_tokens",
+    )
     corrector_max_question_tokens: int = Field(
         _CORE.corrector_max_question_tokens, ge=1, description="question budget in the Aligner prompt (tail kept)"
     )
@@ -212,6 +218,7 @@ class Settings(BaseSettings):
             corrector_tokenizer=self.corrector_tokenizer,
             corrector_template=self.corrector_template,
             corrector_max_new_tokens=self.corrector_max_new_tokens,
+            corrector_length_ratio=self.corrector_length_ratio,
             corrector_max_question_tokens=self.corrector_max_question_tokens,
             corrector_max_answer_tokens=self.corrector_max_answer_tokens,
             alignment_timeout_s=self.alignment_timeout_s,

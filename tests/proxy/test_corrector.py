@@ -227,3 +227,20 @@ async def test_stream_uses_the_same_prompt_and_params_as_correct() -> None:
     item = CorrectionInput("q", "a")
     await collect(corrector.stream(item))
     assert generator.calls == [([corrector.build_prompt(item)], corrector.params)]
+
+
+async def test_the_token_budget_fits_the_longest_answer_in_steps() -> None:
+    """1.5 × the answer's tokens + 32, rounded up to 64, never above max_new_tokens; off without a ratio."""
+    generator = WordGenerator()
+    corrector = Corrector(generator, params=GenerationParams(max_new_tokens=256), length_ratio=1.5)
+    short, long = CorrectionInput("q", "word " * 10), CorrectionInput("q", "word " * 100)
+    await corrector.correct([short])
+    await corrector.correct([short, long])
+    _ = [piece async for piece in corrector.stream(short)]
+    budgets = [params.max_new_tokens for _, params in generator.calls]
+    assert budgets == [64, 192, 64]  # 1.5*10+32=47 -> 64; 1.5*100+32=182 -> 192
+    huge = CorrectionInput("q", "word " * 1000)
+    await corrector.correct([huge])
+    assert generator.calls[-1][1].max_new_tokens == 256  # the cap
+    plain = Corrector(WordGenerator(), params=GenerationParams(max_new_tokens=256))
+    assert plain.params_for([short]).max_new_tokens == 256
