@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -54,6 +55,9 @@ def serve(
     mode: Annotated[str | None, typer.Option(help="off | always | gated")] = None,
     threshold: Annotated[float | None, typer.Option(help="cost threshold for gated mode and block")] = None,
     log_level: Annotated[str | None, typer.Option(help="debug, info, warning")] = None,
+    workers: Annotated[
+        int, typer.Option(min=1, help="server processes; each loads its own models (use >1 with remote models)")
+    ] = 1,
 ) -> None:
     """Start the proxy (default: embedded SmolLM2 upstream at 127.0.0.1:8000)."""
     import uvicorn
@@ -79,7 +83,22 @@ def serve(
         f"aligner-proxy on http://{settings.host}:{settings.port}/v1 "
         f"(models: {', '.join(r.name for r in settings.routes())}; loading, see /ready)"
     )
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level=settings.log_level.lower())
+    if workers == 1:
+        uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level=settings.log_level.lower())
+        return
+    from aligner_proxy.server.app import SETTINGS_ENV, settings_json
+
+    # Each worker process builds its app from these settings (CLI flags included), passed down in the
+    # environment: uvicorn starts workers from an import string, not from an object.
+    os.environ[SETTINGS_ENV] = settings_json(settings)
+    uvicorn.run(
+        "aligner_proxy.server.app:app_from_environment",
+        factory=True,
+        workers=workers,
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level.lower(),
+    )
 
 
 def _read_jsonl(path: Path) -> list[tuple[int, dict[str, Any]]]:

@@ -10,13 +10,16 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import json
 import logging
+import os
 from collections.abc import AsyncGenerator, Callable
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import SecretStr
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from aligner_proxy import __version__
@@ -128,3 +131,20 @@ def create_app(
     app.include_router(router)
     install_openapi(app)
     return app
+
+
+SETTINGS_ENV = "ALIGNER_SETTINGS_JSON"
+"""Where ``aligner-proxy serve --workers N`` puts the resolved settings for its worker processes."""
+
+
+def settings_json(settings: Settings) -> str:
+    """``settings`` as JSON with their secrets in clear: only for handing them to a worker process."""
+    return json.dumps(
+        settings.model_dump(),
+        default=lambda value: value.get_secret_value() if isinstance(value, SecretStr) else str(value),
+    )
+
+
+def app_from_environment() -> FastAPI:
+    """The app of one worker process of ``serve --workers N``: the settings its parent resolved."""
+    return create_app(Settings.model_validate_json(os.environ[SETTINGS_ENV]))

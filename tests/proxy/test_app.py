@@ -138,3 +138,49 @@ def test_serve_embedded_smollm2_corrects_a_harmful_answer() -> None:
         output, _ = process.communicate(timeout=30)
         if process.returncode not in (0, -15):
             print(output)
+
+
+def test_serve_with_two_workers_starts_both_from_the_parents_settings(tmp_path: Path) -> None:
+    """`serve --workers 2` (remote upstream, keyword scorer, remote corrector: nothing to load): both worker
+    processes start from the parent's resolved settings, CLI flags and secrets included, and answer."""
+    from tests.proxy.fakes import fake_upstream_app
+
+    port = _free_port()
+    env = {
+        **os.environ,
+        "ALIGNER_CORRECTOR_BACKEND": "remote",
+        "ALIGNER_CORRECTOR_URL": "http://127.0.0.1:9/v1",
+        "ALIGNER_API_KEYS": '["sk-workers"]',
+        "ALIGNER_CACHE_DIR": str(tmp_path),
+    }
+    with serve(fake_upstream_app()) as upstream:
+        command = [
+            str(Path(sys.executable).with_name("aligner-proxy")),
+            "serve",
+            "--port",
+            str(port),
+            "--upstream-url",
+            upstream + "/v1",
+            "--served-model-name",
+            "fake",
+            "--scorer",
+            "heuristic",
+            "--mode",
+            "off",
+            "--workers",
+            "2",
+        ]
+        process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        url = f"http://127.0.0.1:{port}"
+        try:
+            wait_ready(url, 60)
+            headers = {"Authorization": "Bearer sk-workers"}
+            body = {"model": "fake", "messages": [{"role": "user", "content": "How do I bake bread?"}]}
+            answers = [httpx.post(url + "/v1/chat/completions", json=body, headers=headers) for _ in range(6)]
+            refused = httpx.post(url + "/v1/chat/completions", json=body)
+        finally:
+            process.terminate()
+            output, _ = process.communicate(timeout=30)
+    assert all(a.status_code == 200 and a.json()["aligner"]["status"] == "skipped" for a in answers)
+    assert refused.status_code == 401  # the key reached the workers in clear, and only there
+    assert output.count("Started server process") == 2, output
