@@ -227,6 +227,26 @@ def parse_retry_after(value: str | None, *, now: datetime | None = None) -> floa
     return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
 
 
+class BodyTooLargeError(Exception):
+    """A response body ran past the caller's byte limit; reading stopped there."""
+
+
+async def read_body(response: httpx.Response, max_bytes: int) -> httpx.Response:
+    """Read an open (streamed) response's body up to ``max_bytes``, and return it as a read response.
+
+    A server that answers with more than anyone asked for (an upstream sending gigabytes) is cut off
+    at the limit with :class:`BodyTooLargeError` instead of filling the proxy's memory."""
+    chunks, size = [], 0
+    async for chunk in response.aiter_bytes():
+        size += len(chunk)
+        if size > max_bytes:
+            raise BodyTooLargeError(f"the response body exceeds {max_bytes} bytes")
+        chunks.append(chunk)
+    return httpx.Response(
+        response.status_code, headers=response.headers, content=b"".join(chunks), request=response.request
+    )
+
+
 class IncompleteStreamError(Exception):
     """A server-sent event stream ended without ``data: [DONE]``: what came is not the whole answer."""
 
@@ -235,7 +255,9 @@ class StreamDeadlineError(TimeoutError):
     """A stream ran past its total deadline (a server that drips one byte a second never trips a read timeout)."""
 
 
-async def sse_data(response: httpx.Response, *, deadline: float | None = None) -> AsyncIterator[str]:
+async def sse_data(
+    response: httpx.Response, *, deadline: float | None = None, max_bytes: int | None = None
+) -> AsyncIterator[str]:
     """The ``data:`` payloads of an OpenAI-style SSE stream, up to and without ``[DONE]``.
 
     ``deadline`` (a :func:`time.monotonic` instant) bounds the whole stream, not
@@ -244,6 +266,7 @@ async def sse_data(response: httpx.Response, *, deadline: float | None = None) -
     complete one. The timeout wraps each read, never a ``yield``, so it only
     ever cancels this generator's own wait."""
     lines = response.aiter_lines()
+    received = 0
     while True:
         try:
             if deadline is None:
@@ -255,6 +278,9 @@ async def sse_data(response: httpx.Response, *, deadline: float | None = None) -
             raise IncompleteStreamError("the stream ended before data: [DONE]") from None
         except TimeoutError:
             raise StreamDeadlineError("the stream ran past its deadline") from None
+        received += len(line) + 1
+        if max_bytes is not None and received > max_bytes:
+            raise BodyTooLargeError(f"the stream exceeds {max_bytes} bytes")
         if not line.startswith("data:"):
             continue  # blank separators, comments, `event:` lines
         data = line[len("data:") :].strip()

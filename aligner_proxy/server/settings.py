@@ -182,6 +182,9 @@ class Settings(BaseSettings):
     )
     retry_after_s: int = Field(1, ge=0, description="the Retry-After of a 429 from the admission limit")
     upstream_timeout_s: float = Field(300.0, gt=0, description="longest wait for any one read from the upstream")
+    upstream_max_bytes: int = Field(
+        16_000_000, ge=1024, description="the largest upstream answer read, whole or streamed (else 502)"
+    )
     upstream_deadline_s: float = Field(
         600.0, gt=0, description="total time for one upstream call, streamed or not, retries included"
     )

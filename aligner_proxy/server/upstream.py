@@ -24,6 +24,7 @@ from pydantic import BaseModel, ValidationError
 
 from aligner_proxy.core.generation import ChatGenerator, GenerationParams
 from aligner_proxy.core.http import (
+    BodyTooLargeError,
     ExchangeTimeoutError,
     IncompleteStreamError,
     RetryPolicy,
@@ -31,6 +32,7 @@ from aligner_proxy.core.http import (
     StreamDeadlineError,
     UnreachableError,
     make_client,
+    read_body,
     send_with_retries,
     sse_data,
     stream_with_retries,
@@ -98,12 +100,14 @@ class OpenAIUpstream:
         retries: int = 2,
         retry_deadline_s: float = 30.0,
         deadline_s: float = 600.0,
+        max_bytes: int = 16_000_000,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.display_url = redact_url(self.base_url)  # what messages and logs may show
         self._api_key = api_key  # only to scrub it from the upstream's error messages
         self.deadline_s = deadline_s  # one call, retries and every byte of the body included
+        self.max_bytes = max_bytes  # the largest answer read, whole or streamed
         self.retry = RetryPolicy(max_retries=retries, backoff_s=0.2, max_backoff_s=2.0, deadline_s=retry_deadline_s)
         self._client = make_client(
             self.base_url,
@@ -140,11 +144,23 @@ class OpenAIUpstream:
     async def _post(self, path: str, body: dict[str, Any], model_cls: type[ModelT]) -> ModelT:
         try:
             async with asyncio.timeout(self.deadline_s):
-                response = await send_with_retries(self._client, lambda: self._request(path, body), self.retry)
+                opened = await send_with_retries(
+                    self._client, lambda: self._request(path, body), self.retry, stream=True
+                )
+                try:
+                    response = await read_body(opened, self.max_bytes)
+                finally:
+                    await opened.aclose()
         except SendError as exc:
             raise _send_error(exc, self.display_url) from exc
         except TimeoutError as exc:
             raise UpstreamTimeoutError(f"the upstream took over {self.deadline_s:g} s to answer") from exc
+        except BodyTooLargeError as exc:
+            raise UpstreamError(f"the upstream's answer is too large ({exc})") from exc
+        except httpx.TimeoutException as exc:  # a read of the body, after the head came
+            raise UpstreamTimeoutError(f"the upstream at {self.display_url} timed out") from exc
+        except httpx.TransportError as exc:
+            raise UpstreamUnavailableError(f"the upstream at {self.display_url} dropped the connection") from exc
         if response.status_code >= 400:
             raise _upstream_error(response, self._api_key)
         try:
@@ -161,7 +177,7 @@ class OpenAIUpstream:
                 if response.status_code >= 400:
                     await response.aread()
                     raise _upstream_error(response, self._api_key)
-                async for payload in sse_data(response, deadline=deadline):
+                async for payload in sse_data(response, deadline=deadline, max_bytes=self.max_bytes):
                     try:
                         chunk = chunk_cls.model_validate_json(payload)
                     except ValidationError as exc:
@@ -173,6 +189,8 @@ class OpenAIUpstream:
             raise UpstreamError(f"the upstream's stream was cut short ({exc}): the answer is incomplete") from exc
         except StreamDeadlineError as exc:
             raise UpstreamTimeoutError(f"the upstream's stream took over {self.deadline_s:g} s") from exc
+        except BodyTooLargeError as exc:
+            raise UpstreamError(f"the upstream's answer is too large ({exc})") from exc
         except httpx.TimeoutException as exc:
             raise UpstreamTimeoutError(f"the upstream at {self.display_url} timed out mid-stream") from exc
         except httpx.TransportError as exc:

@@ -64,6 +64,7 @@ def build_upstream(settings: Settings, route: RouteSettings, loader: ModelLoader
         retries=settings.upstream_retries,
         retry_deadline_s=settings.upstream_retry_deadline_s,
         deadline_s=settings.upstream_deadline_s,
+        max_bytes=settings.upstream_max_bytes,
     )
 
 

@@ -140,3 +140,15 @@ def test_an_upstream_429_reaches_the_client_with_its_retry_after() -> None:
         )
     assert response.status_code == 429 and response.headers["retry-after"] == "7"
     assert response.json()["error"]["message"] == "slow down"
+
+
+async def test_an_answer_past_the_byte_limit_is_cut_off_whole_or_streamed() -> None:
+    big = json.dumps({"id": "c", "object": "chat.completion", "created": 0, "model": "m", "choices": []}) + " " * 5000
+    whole = OpenAIUpstream("http://up/v1", max_bytes=2048, transport=transport([big.encode()], sse=False))
+    with pytest.raises(UpstreamError, match="too large"):
+        await whole.chat(REQUEST, "m")
+    streamed = OpenAIUpstream("http://up/v1", max_bytes=2048, transport=transport([chat_chunk("x" * 100)] * 40))
+    with pytest.raises(UpstreamError, match="too large"):
+        await read_stream(streamed)
+    fits = OpenAIUpstream("http://up/v1", transport=transport([chat_chunk("Hi"), b"data: [DONE]\n\n"]))
+    assert len(await read_stream(fits)) == 1
