@@ -29,7 +29,6 @@ from aligner_proxy.core.http import (
     IncompleteStreamError,
     RetryPolicy,
     SendError,
-    StreamDeadlineError,
     UnreachableError,
     make_client,
     read_body,
@@ -151,16 +150,8 @@ class OpenAIUpstream:
                     response = await read_body(opened, self.max_bytes)
                 finally:
                     await opened.aclose()
-        except SendError as exc:
-            raise _send_error(exc, self.display_url) from exc
-        except TimeoutError as exc:
-            raise UpstreamTimeoutError(f"the upstream took over {self.deadline_s:g} s to answer") from exc
-        except BodyTooLargeError as exc:
-            raise UpstreamError(f"the upstream's answer is too large ({exc})") from exc
-        except httpx.TimeoutException as exc:  # a read of the body, after the head came
-            raise UpstreamTimeoutError(f"the upstream at {self.display_url} timed out") from exc
-        except httpx.TransportError as exc:
-            raise UpstreamUnavailableError(f"the upstream at {self.display_url} dropped the connection") from exc
+        except _WIRE_FAILURES as exc:
+            raise self._failure(exc, streaming=False) from exc
         if response.status_code >= 400:
             raise _upstream_error(response, self._api_key)
         try:
@@ -183,18 +174,30 @@ class OpenAIUpstream:
                     except ValidationError as exc:
                         raise _stream_error(payload, self._api_key) from exc
                     yield StreamEvent(payload, chunk)
-        except SendError as exc:
-            raise _send_error(exc, self.display_url) from exc
-        except IncompleteStreamError as exc:
-            raise UpstreamError(f"the upstream's stream was cut short ({exc}): the answer is incomplete") from exc
-        except StreamDeadlineError as exc:
-            raise UpstreamTimeoutError(f"the upstream's stream took over {self.deadline_s:g} s") from exc
-        except BodyTooLargeError as exc:
-            raise UpstreamError(f"the upstream's answer is too large ({exc})") from exc
-        except httpx.TimeoutException as exc:
-            raise UpstreamTimeoutError(f"the upstream at {self.display_url} timed out mid-stream") from exc
-        except httpx.TransportError as exc:
-            raise UpstreamUnavailableError(f"the upstream at {self.display_url} dropped the stream") from exc
+        except _WIRE_FAILURES as exc:
+            raise self._failure(exc, streaming=True) from exc
+
+    def _failure(self, exc: BaseException, *, streaming: bool) -> UpstreamError:
+        """The one mapping of what went wrong on the wire to the error the client gets, whole or streamed."""
+        if isinstance(exc, SendError):
+            return _send_error(exc, self.display_url)
+        if isinstance(exc, IncompleteStreamError):
+            return UpstreamError(f"the upstream's stream was cut short ({exc}): the answer is incomplete")
+        if isinstance(exc, TimeoutError):  # the total deadline (StreamDeadlineError is one)
+            if streaming:
+                return UpstreamTimeoutError(f"the upstream's stream took over {self.deadline_s:g} s")
+            return UpstreamTimeoutError(f"the upstream took over {self.deadline_s:g} s to answer")
+        if isinstance(exc, BodyTooLargeError):
+            return UpstreamError(f"the upstream's answer is too large ({exc})")
+        if isinstance(exc, httpx.TimeoutException):  # one read, after the head came
+            when = " mid-stream" if streaming else ""
+            return UpstreamTimeoutError(f"the upstream at {self.display_url} timed out{when}")
+        dropped = "the stream" if streaming else "the connection"
+        return UpstreamUnavailableError(f"the upstream at {self.display_url} dropped {dropped}")
+
+
+_WIRE_FAILURES = (SendError, IncompleteStreamError, TimeoutError, BodyTooLargeError, httpx.TransportError)
+"""What can go wrong between the proxy and the upstream (the upstream's own error answers aside)."""
 
 
 def _send_error(exc: SendError, base_url: str) -> UpstreamError:
