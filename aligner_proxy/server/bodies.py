@@ -15,6 +15,7 @@ import math
 from typing import Any
 
 from aligner_proxy.server.errors import InvalidRequestError
+from aligner_proxy.server.settings import Settings
 
 MAX_DEPTH = 32
 """Nesting a request may use; OpenAI's shapes need about six."""
@@ -88,11 +89,12 @@ def _encodable(text: str) -> None:
 
 
 def check_generation_limits(
-    *, max_tokens: int | None, answers: int, max_tokens_cap: int, max_answers: int, answers_param: str = "n"
+    settings: Settings, *, max_tokens: int | None, answers: int, answers_param: str = "n"
 ) -> None:
     """A 400 for a request that would make the upstream generate more than the operator allows: tokens per
     answer (``max_tokens``), or answers per request (``n``, times the prompts of a completions request).
     Each answer may also be corrected, so the second bound is also the corrector's fan-out."""
+    max_tokens_cap, max_answers = settings.max_tokens_cap, settings.max_answers_per_request
     if max_tokens is not None and max_tokens > max_tokens_cap:
         raise InvalidRequestError(
             f"max_tokens {max_tokens} exceeds this proxy's limit of {max_tokens_cap}.", param="max_tokens"

@@ -141,7 +141,7 @@ class AdmissionLimit:
             await self.app(scope, receive, send)
             return
         if self.in_flight >= self.max_in_flight:
-            await self._reject(send)
+            await self._reject(scope, receive, send)
             return
         self.in_flight += 1
         try:
@@ -149,18 +149,10 @@ class AdmissionLimit:
         finally:
             self.in_flight -= 1
 
-    async def _reject(self, send: Send) -> None:
-        error = ErrorBody(
-            message=f"The proxy is at its limit of {self.max_in_flight} concurrent requests; "
-            f"retry after {self.retry_after_s} s.",
-            type="rate_limit_error",
-            code="too_many_requests",
+    async def _reject(self, scope: Scope, receive: Receive, send: Send) -> None:
+        limit, wait = self.max_in_flight, self.retry_after_s
+        message = f"The proxy is at its limit of {limit} concurrent requests; retry after {wait} s."
+        response = error_response(
+            429, message, "rate_limit_error", code="too_many_requests", headers={"retry-after": str(self.retry_after_s)}
         )
-        body = ErrorResponse(error=error).model_dump_json().encode()
-        headers = [
-            (b"content-type", b"application/json"),
-            (b"content-length", str(len(body)).encode()),
-            (b"retry-after", str(self.retry_after_s).encode()),
-        ]
-        await send({"type": "http.response.start", "status": 429, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
+        await response(scope, receive, send)

@@ -91,12 +91,7 @@ def _json(response: ChatCompletionResponse | CompletionResponse) -> JSONResponse
 async def chat_completions(request: Request, components: Loaded) -> Response:
     body = await parse_body(request, ChatCompletionRequest)
     settings = request.app.state.proxy.settings
-    check_generation_limits(
-        max_tokens=body.max_completion_tokens or body.max_tokens,
-        answers=body.n,
-        max_tokens_cap=settings.max_tokens_cap,
-        max_answers=settings.max_answers_per_request,
-    )
+    check_generation_limits(settings, max_tokens=body.max_completion_tokens or body.max_tokens, answers=body.n)
     request_id = request.state.request_id
     may_relax = request.state.may_relax
     if body.stream:
@@ -112,11 +107,7 @@ async def completions(request: Request, components: Loaded) -> Response:
     body = await parse_body(request, CompletionRequest)
     settings = request.app.state.proxy.settings
     check_generation_limits(
-        max_tokens=body.max_tokens,
-        answers=len(body.prompts()) * body.n,
-        max_tokens_cap=settings.max_tokens_cap,
-        max_answers=settings.max_answers_per_request,
-        answers_param="prompt",
+        settings, max_tokens=body.max_tokens, answers=len(body.prompts()) * body.n, answers_param="prompt"
     )
     request_id = request.state.request_id
     may_relax = request.state.may_relax
