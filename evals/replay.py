@@ -161,11 +161,7 @@ async def replayed(
             corrector_ms=o.corrector_ms,
             total_ms=upstream.latency_ms + o.scorer_ms + o.corrector_ms,
         )
-        usage = TokenUsage(
-            prompt_tokens=o.corrector_prompt_tokens,
-            completion_tokens=o.corrector_completion_tokens,
-            total_tokens=o.corrector_prompt_tokens + o.corrector_completion_tokens,
-        )
+        usage = TokenUsage.of_corrector([o])
         annotation = AlignerAnnotation(
             status=o.status,
             mode=policy_for(target.aligner).mode,

@@ -11,9 +11,11 @@ server to do so. Plain pydantic; the words come from
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from pydantic import BaseModel, ConfigDict, Field
 
-from aligner_proxy.core.vocabulary import FailurePolicy, Mode, Status
+from aligner_proxy.core.vocabulary import FailurePolicy, Mode, Outcome, Status
 
 
 class AlignerOptions(BaseModel):
@@ -39,6 +41,15 @@ class TokenUsage(BaseModel):
     prompt_tokens: int = 0
     completion_tokens: int = 0
     total_tokens: int = 0
+
+    @classmethod
+    def of_corrector(cls, outcomes: Iterable[Outcome]) -> TokenUsage:
+        """The corrector's tokens over ``outcomes`` (reported apart from the upstream's ``usage``)."""
+        prompt = completion = 0
+        for outcome in outcomes:
+            prompt += outcome.corrector_prompt_tokens
+            completion += outcome.corrector_completion_tokens
+        return cls(prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion)
 
 
 class ChoiceAnnotation(BaseModel):

@@ -6,12 +6,11 @@ The batch tools and other services use these to score texts or correct
 
 from __future__ import annotations
 
-from aligner_proxy.core.annotation import CorrectedItem, CorrectResponse
+from aligner_proxy.core.annotation import CorrectedItem, CorrectResponse, TokenUsage
 from aligner_proxy.core.corrector import CorrectionInput
 from aligner_proxy.core.policy import AlignmentPipeline, PolicyConfig
 from aligner_proxy.server.errors import InvalidRequestError
 from aligner_proxy.server.protocol import CorrectRequest, ScoreRequest, ScoreResponse
-from aligner_proxy.server.serving.annotation import corrector_usage
 
 
 class AlignerServing:
@@ -48,5 +47,5 @@ class AlignerServing:
                 CorrectedItem(correction=o.text, status=o.status, cost_before=o.cost_before, cost_after=o.cost_after)
                 for o in outcomes
             ],
-            corrector_usage=corrector_usage(outcomes),
+            corrector_usage=TokenUsage.of_corrector(outcomes),
         )

@@ -72,7 +72,7 @@ class Annotator:
             corrector_ms=max((o.corrector_ms for o in done), default=0.0),
             total_ms=elapsed_ms(routed.started),
         )
-        usage = corrector_usage(done)
+        usage = TokenUsage.of_corrector(done)
         self._count(timings, usage)
         first = choices[0] if choices else ChoiceAnnotation(index=0, status="skipped")
         aligned = config.mode != "off"
@@ -100,12 +100,3 @@ class Annotator:
             if ms:
                 self.metrics.observe_ms(stage, ms)
         self.metrics.count_tokens("corrector", usage.prompt_tokens, usage.completion_tokens)
-
-
-def corrector_usage(outcomes: list[Outcome]) -> TokenUsage:
-    """The corrector's tokens over ``outcomes`` (reported apart from the upstream's ``usage``)."""
-    prompt_tokens = sum(o.corrector_prompt_tokens for o in outcomes)
-    completion_tokens = sum(o.corrector_completion_tokens for o in outcomes)
-    return TokenUsage(
-        prompt_tokens=prompt_tokens, completion_tokens=completion_tokens, total_tokens=prompt_tokens + completion_tokens
-    )
