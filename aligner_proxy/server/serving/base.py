@@ -89,8 +89,8 @@ class Serving:
         Without ``may_relax`` (the policy floor), options may only make the policy stricter: a 403 says
         which one would have relaxed it."""
         route = self.models.get(model)
-        options = options or AlignerOptions()
-        base = self.pipeline.resolve(route.policy)
+        if options is None:  # most requests: the route's own policy, nothing to merge or check
+            return RoutedRequest(route, self.pipeline.resolve(route.policy), False, request_id)
         config = self.pipeline.resolve(
             route.policy.with_overrides(
                 mode=options.mode,
@@ -99,7 +99,7 @@ class Serving:
                 failure_policy=options.failure_policy,
             )
         )
-        if not may_relax and (relaxed := base.relaxed_by(config)):
+        if not may_relax and (relaxed := self.pipeline.resolve(route.policy).relaxed_by(config)):
             field, change = next(iter(relaxed.items()))
             raise PolicyLockedError(
                 f"This proxy does not let clients relax model '{model}''s policy ({field}: {change}).",
