@@ -278,7 +278,7 @@ async def sse_data(
             raise IncompleteStreamError("the stream ended before data: [DONE]") from None
         except TimeoutError:
             raise StreamDeadlineError("the stream ran past its deadline") from None
-        received += len(line) + 1
+        received += len(line.encode("utf-8", "surrogatepass")) + 1  # bytes, as the limit says
         if max_bytes is not None and received > max_bytes:
             raise BodyTooLargeError(f"the stream exceeds {max_bytes} bytes")
         if not line.startswith("data:"):
