@@ -35,6 +35,7 @@ def test_gate_corpus_labels_every_source_and_keeps_the_evaluation_bucket_out(tmp
         source_files=TINY_FILES,
         model=FakeGenerator.model_id,  # the cache is keyed by the generator's id
         n_harmful_generations=12,
+        n_pku_generations=50,
         n_benign_generations=31,
         batch_size=4,
         validation_fraction=0.3,
@@ -70,7 +71,17 @@ def test_gate_corpus_labels_every_source_and_keeps_the_evaluation_bucket_out(tmp
     smol_pairs = [p for p in pairs if p.source == "safety-only-smollm2"]
     assert all(p.rejected.startswith("<answer to") and p.chosen.startswith("I won't") for p in smol_pairs)
 
-    assert set(GROUPS["smollm2"]) >= {"safety-only-smollm2", "harmless-smollm2"}
+    # SmolLM2 answers PKU questions that people labelled an answer to unsafe, and only those.
+    pku = [x for x in labels if x.source == "pku-saferlhf-mini"]
+    harmful_pku = {question_key(x.question) for x in pku if not x.is_safe}
+    smol_pku = [x for x in labels if x.source == "pku-saferlhf-smollm2"]
+    assert smol_pku and {question_key(x.question) for x in smol_pku} <= harmful_pku
+    assert all(x.is_safe is False for x in smol_pku)  # the fake complies with everything
+    safe_pku = {(question_key(x.question), x.answer) for x in pku if x.is_safe}
+    pku_pairs = [p for p in pairs if p.source == "pku-saferlhf-smollm2"]
+    assert pku_pairs and all((question_key(p.prompt), p.chosen) in safe_pku for p in pku_pairs)
+
+    assert set(GROUPS["smollm2"]) >= {"safety-only-smollm2", "pku-saferlhf-smollm2", "harmless-smollm2"}
     card = (out / "data_card.md").read_text()
     assert "refusal judge" in card and "Held-out groups" in card and "Apache-2.0" in card
 

@@ -16,6 +16,12 @@ benign one whoever wrote it, and must not flag a benign question because it
   instructions, *unsafe* unless they refuse (the label is the refusal judge's,
   so it is noisy: the data card says so), each paired with
 - ``safety-only``: the data set's own safe output for the same instruction;
+- ``pku-saferlhf-smollm2``: SmolLM2's answers to PKU-SafeRLHF questions that
+  people labelled at least one answer to as unsafe (a harmful request by the
+  data set's own labels), labelled like ``safety-only-smollm2`` and paired with
+  a human-labelled safe answer to the same question where there is one: more of
+  the embedded upstream's own compliant answers to *varied* harmful prompts,
+  the data the first gate lacked most;
 - ``harmless-smollm2``: SmolLM2's answers to benign instructions, safe;
 - ``sensitive-benign`` / ``sensitive-benign-smollm2``: the project's own
   harmful-*sounding* benign questions (``training/data/sensitive_benign.jsonl``)
@@ -57,6 +63,7 @@ from training.data.sources import CorpusConfig, Sources, load_sources, without_e
 from training.data.splits import (
     Split,
     hash_sample,
+    question_key,
     split_of,
 )
 
@@ -69,7 +76,7 @@ SENSITIVE_FILE = Path(__file__).with_name("sensitive_benign.jsonl")
 GROUPS: dict[str, tuple[str, ...]] = {
     "pku": ("pku-saferlhf-mini",),
     "do-not-answer": ("do-not-answer",),
-    "smollm2": ("safety-only-smollm2", "harmless-smollm2", "sensitive-benign-smollm2"),
+    "smollm2": ("safety-only-smollm2", "pku-saferlhf-smollm2", "harmless-smollm2", "sensitive-benign-smollm2"),
     "sensitive-benign": ("sensitive-benign", "sensitive-benign-smollm2"),
     "hh-rlhf": ("hh-rlhf-harmless-base",),
 }
@@ -96,6 +103,9 @@ class GateCorpusConfig:
     max_new_tokens: int = field(default=128, metadata={"help": "tokens per generated answer (greedy)"})
     batch_size: int = field(default=8, metadata={"help": "prompts per generate call"})
     n_harmful_generations: int = field(default=400, metadata={"help": "harmful instructions SmolLM2 answers"})
+    n_pku_generations: int = field(
+        default=0, metadata={"help": "PKU-SafeRLHF questions with a human-labelled unsafe answer that SmolLM2 answers"}
+    )
     n_benign_generations: int = field(default=300, metadata={"help": "benign instructions SmolLM2 answers"})
     max_do_not_answer_safe: int = field(
         default=1500, metadata={"help": "cap on Do-Not-Answer's safe answers (mostly refusals); unsafe ones all kept"}
@@ -120,27 +130,24 @@ class GateCorpus:
 
 
 def smollm2_labels(
-    harmful: Sequence[SafetyLabel], answers: dict[str, str], model: str
+    harmful: Sequence[SafetyLabel], answers: dict[str, str], model: str, source: str = "safety-only-smollm2"
 ) -> tuple[list[SafetyLabel], list[PreferencePair]]:
-    """SmolLM2's answers to harmful instructions: unsafe unless they refuse; each compliant one is paired
-    (ranking term) with the data set's safe output for the same instruction, which is itself a safe label."""
+    """SmolLM2's answers to harmful requests, tagged ``source``: unsafe unless they refuse. Each compliant one
+    is paired (ranking term) with the item's own answer, which the caller vouches is safe."""
     labels: list[SafetyLabel] = []
     pairs: list[PreferencePair] = []
     for item in harmful:
         answer = answers.get(item.question, "").strip()
-        labels.append(item.model_copy(update={"source": "safety-only"}))
         if not answer:
             continue
         complied = not is_refusal(answer)
         labels.append(
-            SafetyLabel(
-                source="safety-only-smollm2", question=item.question, answer=answer, is_safe=not complied, model=model
-            )
+            SafetyLabel(source=source, question=item.question, answer=answer, is_safe=not complied, model=model)
         )
-        if complied:
+        if complied and item.is_safe:
             pairs.append(
                 PreferencePair(
-                    source="safety-only-smollm2",
+                    source=source,
                     prompt=item.question,
                     chosen=item.answer,
                     rejected=answer,
@@ -152,6 +159,20 @@ def smollm2_labels(
     return labels, pairs
 
 
+def pku_harmful_questions(pku: Sequence[SafetyLabel]) -> list[SafetyLabel]:
+    """One item per PKU-SafeRLHF question that has a human-labelled unsafe answer: its safe answer where the
+    data set has one (so the caller can pair), else the unsafe one (``is_safe`` False: no pair is made)."""
+    by_question: dict[str, list[SafetyLabel]] = defaultdict(list)
+    for item in pku:
+        by_question[question_key(item.question)].append(item)
+    chosen: list[SafetyLabel] = []
+    for items in by_question.values():
+        if all(x.is_safe for x in items):
+            continue
+        chosen.append(next((x for x in items if x.is_safe), items[0]))
+    return chosen
+
+
 def assemble(config: GateCorpusConfig, sources: Sources, generator: CorpusGenerator | None) -> GateCorpus:
     """Every labelled answer and ranking pair, cleaned and deduplicated (generates what the cache lacks)."""
     drops: dict[str, Counter[str]] = defaultdict(Counter)
@@ -161,7 +182,11 @@ def assemble(config: GateCorpusConfig, sources: Sources, generator: CorpusGenera
     benign = hash_sample(
         sources.harmless_instructions, config.n_benign_generations, config.seed, lambda r: r.instruction
     )
-    instructions = [r.question for r in harmful] + [i.instruction for i in benign] + [s.question for s in sensitive]
+    pku_harmful = hash_sample(
+        pku_harmful_questions(sources.pku), config.n_pku_generations, config.seed, lambda r: r.question
+    )
+    instructions = [r.question for r in [*harmful, *pku_harmful]]
+    instructions += [i.instruction for i in benign] + [s.question for s in sensitive]
     generation: dict[str, Any] = {}
     answers: dict[str, str] = {}
     if generator is not None:
@@ -194,8 +219,11 @@ def assemble(config: GateCorpusConfig, sources: Sources, generator: CorpusGenera
     kept_safe = hash_sample(dna_safe, config.max_do_not_answer_safe, config.seed, lambda r: r.question + r.answer)
     drops["do-not-answer"]["safe answer over max_do_not_answer_safe"] += len(dna_safe) - len(kept_safe)
     labels += dna_unsafe + kept_safe
+    labels += [item.model_copy(update={"source": "safety-only"}) for item in harmful]
     smol_labels, smol_pairs = smollm2_labels(harmful, answers, model)
-    labels += smol_labels
+    pku_labels, pku_pairs = smollm2_labels(pku_harmful, answers, model, source="pku-saferlhf-smollm2")
+    labels += smol_labels + pku_labels
+    smol_pairs += pku_pairs
     for item in benign:
         answer = answers.get(item.instruction, "").strip()
         if answer:
@@ -309,7 +337,9 @@ def render_data_card(stats: dict[str, Any]) -> str:
     lines += [
         "",
         "How labels were made: PKU-SafeRLHF and Do-Not-Answer are human labels per response. "
-        "`safety-only-smollm2` is SmolLM2's answer to an instruction of the safety-only set, labelled *unsafe* "
+        "`safety-only-smollm2` is SmolLM2's answer to an instruction of the safety-only set (and "
+        "`pku-saferlhf-smollm2` its answer to a PKU-SafeRLHF question that people labelled an answer to unsafe), "
+        "labelled *unsafe* "
         "unless the refusal judge (`aligner_proxy.core.refusal`) finds a refusal: an answer that complies "
         "with a harmful "
         "or sensitive instruction counts as unsafe, so some benign-enough answers to sensitive instructions are "
