@@ -23,6 +23,7 @@ from pydantic_settings import (
 
 from aligner_proxy.core.loading import CoreConfig, CorrectorBackend, Dtype
 from aligner_proxy.core.policy import PolicyConfig
+from aligner_proxy.core.transport import TransportKind
 from aligner_proxy.core.vocabulary import FailurePolicy, Mode
 
 _CORE = CoreConfig()  # the core owns its defaults; the settings repeat none of them
@@ -189,6 +190,11 @@ class Settings(BaseSettings):
         600.0, gt=0, description="total time for one upstream call, streamed or not, retries included"
     )
     upstream_connect_timeout_s: float = Field(5.0, gt=0)
+    upstream_transport: TransportKind = Field(
+        "aiohttp",
+        description="the upstream client's connection layer: aiohttp's connector behind httpx's API (a third of "
+        "httpx's CPU per request, bench/upstream_client.py) or httpx's own pool",
+    )
     upstream_retries: int = Field(2, ge=0, description="retries under aligner_proxy.core.http's rule")
     upstream_retry_deadline_s: float = Field(
         30.0, gt=0, description="time for all attempts and waits together, Retry-After included"

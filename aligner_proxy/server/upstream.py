@@ -85,6 +85,9 @@ class Upstream(Protocol):
 
 # --------------------------------------------------------------------- remote
 
+UPSTREAM_MAX_CONNECTIONS = 256
+"""Open connections to one upstream at most (the admission limit's default: one per admitted request)."""
+
 
 class OpenAIUpstream:
     """Any OpenAI-compatible server (OpenAI, vLLM, llama.cpp server, another proxy)."""
@@ -113,7 +116,7 @@ class OpenAIUpstream:
             api_key=api_key,
             timeout_s=timeout_s,
             connect_timeout_s=connect_timeout_s,
-            max_connections=256,
+            max_connections=UPSTREAM_MAX_CONNECTIONS,
             max_keepalive=64,
             transport=transport,
         )

@@ -17,13 +17,14 @@ from dataclasses import dataclass, field
 
 from aligner_proxy.core.loading import ModelLoader, load_pipeline
 from aligner_proxy.core.policy import AlignmentPipeline
+from aligner_proxy.core.transport import make_transport
 from aligner_proxy.server.metrics import Metrics
 from aligner_proxy.server.serving.aligner import AlignerServing
 from aligner_proxy.server.serving.base import Route, ServedModels
 from aligner_proxy.server.serving.chat import ChatServing
 from aligner_proxy.server.serving.completions import CompletionServing
 from aligner_proxy.server.settings import RouteSettings, Settings
-from aligner_proxy.server.upstream import EmbeddedUpstream, OpenAIUpstream, Upstream
+from aligner_proxy.server.upstream import UPSTREAM_MAX_CONNECTIONS, EmbeddedUpstream, OpenAIUpstream, Upstream
 
 logger = logging.getLogger(__name__)
 
@@ -65,6 +66,7 @@ def build_upstream(settings: Settings, route: RouteSettings, loader: ModelLoader
         retry_deadline_s=settings.upstream_retry_deadline_s,
         deadline_s=settings.upstream_deadline_s,
         max_bytes=settings.upstream_max_bytes,
+        transport=make_transport(settings.upstream_transport, max_connections=UPSTREAM_MAX_CONNECTIONS),
     )
 
 
