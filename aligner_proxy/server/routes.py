@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 from typing import Annotated, TypeVar
 
 from fastapi import APIRouter, Depends, Request, Response
-from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
+from fastapi.responses import PlainTextResponse, StreamingResponse
 from pydantic import BaseModel, ValidationError
 
 from aligner_proxy.core.annotation import CorrectResponse
@@ -36,7 +36,9 @@ router = APIRouter()
 BodyT = TypeVar("BodyT", bound=BaseModel)
 
 
-def loaded_components(request: Request) -> Components:
+async def loaded_components(request: Request) -> Components:
+    """The loaded models, or a 503 while they load. ``async`` because FastAPI runs a plain ``def``
+    dependency in its thread pool: a thread hop on every request for two attribute reads."""
     state = request.app.state.proxy
     if state.components is None:
         detail = f" (loading failed: {state.load_error})" if state.load_error else "; retry shortly"
@@ -80,8 +82,11 @@ def _sse(stream: AsyncIterator[str], request_id: str) -> StreamingResponse:
     )
 
 
-def _json(response: ChatCompletionResponse | CompletionResponse) -> JSONResponse:
-    return JSONResponse(response.model_dump(mode="json"), headers=aligner_headers(response.aligner))
+def _json(response: ChatCompletionResponse | CompletionResponse) -> Response:
+    """The response serialised once, by pydantic's own encoder (no dict and ``json.dumps`` in between)."""
+    return Response(
+        response.model_dump_json(), media_type="application/json", headers=aligner_headers(response.aligner)
+    )
 
 
 @router.post(
