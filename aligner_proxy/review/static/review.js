@@ -7,58 +7,67 @@
 
 const MAX_DIFF_CELLS = 4000000; // tokens(a) x tokens(b) above which the diff marks the whole middle changed
 
-// A word-level diff: the longest common subsequence of word and whitespace tokens. Written here rather
-// than taken from a library because the page has no build step and loads nothing from elsewhere; the
-// common prefix and suffix are cut first, so typical corrections (a changed sentence) stay small.
+// A word-level diff: the longest common subsequence of the two texts' words. Each word carries the
+// whitespace after it, compared on the word alone (so the many shared spaces cannot outweigh a shared
+// word) and shown with each side's own spacing. Written here rather than taken from a library because
+// the page has no build step and loads nothing from elsewhere; the common prefix and suffix are cut
+// first, so a typical correction (a changed sentence) stays small.
+// Returns [{op: "same" | "del" | "ins", a: text in the original, b: text in the final}].
+function words(text) {
+  const tokens = [{ word: "", text: text.match(/^\s*/)[0] }];
+  for (const match of text.matchAll(/(\S+)(\s*)/g)) tokens.push({ word: match[1], text: match[0] });
+  return tokens;
+}
+
 function wordDiff(a, b) {
-  const x = a.match(/\s+|[^\s]+/g) || [];
-  const y = b.match(/\s+|[^\s]+/g) || [];
+  const x = words(a);
+  const y = words(b);
   let start = 0;
-  while (start < x.length && start < y.length && x[start] === y[start]) start++;
+  while (start < x.length && start < y.length && x[start].word === y[start].word) start++;
   let endX = x.length;
   let endY = y.length;
-  while (endX > start && endY > start && x[endX - 1] === y[endY - 1]) {
+  while (endX > start && endY > start && x[endX - 1].word === y[endY - 1].word) {
     endX--;
     endY--;
   }
   const ops = [];
-  const push = (op, text) => {
+  const push = (op, left, right) => {
     const last = ops[ops.length - 1];
-    if (last && last.op === op) last.text += text;
-    else ops.push({ op, text });
+    if (last && last.op === op) {
+      last.a += left;
+      last.b += right;
+    } else ops.push({ op, a: left, b: right });
   };
-  x.slice(0, start).forEach((t) => push("same", t));
-  const mx = x.slice(start, endX);
-  const my = y.slice(start, endY);
-  if (mx.length * my.length > MAX_DIFF_CELLS) {
-    mx.forEach((t) => push("del", t));
-    my.forEach((t) => push("ins", t));
+  const same = (i, j) => push("same", x[i].text, y[j].text);
+  for (let i = 0; i < start; i++) same(i, i);
+  const n = endX - start;
+  const m = endY - start;
+  if (n * m > MAX_DIFF_CELLS) {
+    for (let i = start; i < endX; i++) push("del", x[i].text, "");
+    for (let j = start; j < endY; j++) push("ins", "", y[j].text);
   } else {
-    // lcs[i][j]: the LCS length of mx[i:] and my[j:], in one flat array.
-    const w = my.length + 1;
-    const lcs = new Uint32Array((mx.length + 1) * w);
-    for (let i = mx.length - 1; i >= 0; i--) {
-      for (let j = my.length - 1; j >= 0; j--) {
-        lcs[i * w + j] = mx[i] === my[j] ? lcs[(i + 1) * w + j + 1] + 1 : Math.max(lcs[(i + 1) * w + j], lcs[i * w + j + 1]);
+    // lcs[i * w + j]: the LCS length of the middles' suffixes from i and j, in one flat array.
+    const w = m + 1;
+    const lcs = new Uint32Array((n + 1) * w);
+    for (let i = n - 1; i >= 0; i--) {
+      for (let j = m - 1; j >= 0; j--) {
+        lcs[i * w + j] =
+          x[start + i].word === y[start + j].word
+            ? lcs[(i + 1) * w + j + 1] + 1
+            : Math.max(lcs[(i + 1) * w + j], lcs[i * w + j + 1]);
       }
     }
     let i = 0;
     let j = 0;
-    while (i < mx.length && j < my.length) {
-      if (mx[i] === my[j]) {
-        push("same", mx[i]);
-        i++;
-        j++;
-      } else if (lcs[(i + 1) * w + j] >= lcs[i * w + j + 1]) {
-        push("del", mx[i++]);
-      } else {
-        push("ins", my[j++]);
-      }
+    while (i < n && j < m) {
+      if (x[start + i].word === y[start + j].word) same(start + i++, start + j++);
+      else if (lcs[(i + 1) * w + j] >= lcs[i * w + j + 1]) push("del", x[start + i++].text, "");
+      else push("ins", "", y[start + j++].text);
     }
-    while (i < mx.length) push("del", mx[i++]);
-    while (j < my.length) push("ins", my[j++]);
+    while (i < n) push("del", x[start + i++].text, "");
+    while (j < m) push("ins", "", y[start + j++].text);
   }
-  x.slice(endX).forEach((t) => push("same", t));
+  for (let k = 0; k < x.length - endX; k++) same(endX + k, endY + k);
   return ops;
 }
 
@@ -77,9 +86,10 @@ function cost(value) {
 function side(title, ops, keep) {
   const box = el("div", "side");
   box.appendChild(el("h3", null, title));
-  for (const { op, text } of ops) {
-    if (op === "same") box.appendChild(document.createTextNode(text));
-    else if (op === keep) box.appendChild(el("span", keep === "del" ? "diff-del" : "diff-ins", text));
+  const mine = keep === "del" ? "a" : "b";
+  for (const op of ops) {
+    if (op.op === "same") box.appendChild(document.createTextNode(op[mine]));
+    else if (op.op === keep) box.appendChild(el("span", "diff-" + keep, op[mine]));
   }
   return box;
 }
