@@ -105,7 +105,8 @@ function rowView(row) {
   if (typeof row.time === "number") meta.appendChild(el("span", null, new Date(row.time * 1000).toLocaleString()));
   if (row.id !== undefined && row.id !== null) meta.appendChild(el("span", null, "#" + row.id));
   if (row.model) meta.appendChild(el("span", null, row.model));
-  meta.appendChild(el("span", "costs", "cost " + cost(row.cost_before) + " \u2192 " + cost(row.cost_after)));
+  const after = typeof row.cost_after === "number" ? " \u2192 " + cost(row.cost_after) : "";
+  meta.appendChild(el("span", "costs", "cost " + cost(row.cost_before) + after));
   if (typeof row.threshold === "number") meta.appendChild(el("span", null, "threshold " + cost(row.threshold)));
   if (typeof row.total_ms === "number") meta.appendChild(el("span", null, row.total_ms.toFixed(0) + " ms"));
   if (row.request_id) meta.appendChild(el("span", null, row.request_id));
@@ -214,7 +215,7 @@ async function check(event) {
         cost_after: aligner.cost_after,
         threshold: aligner.threshold,
         total_ms: timings.total_ms,
-        model: answer.model,
+        model: document.getElementById("pg-model").value,
       }),
     );
     const parts = ["upstream", "scorer", "corrector"].map((s) => s + " " + (timings[s + "_ms"] || 0).toFixed(0) + " ms");
