@@ -33,10 +33,6 @@ logger = logging.getLogger(__name__)
 class AuditSink(Protocol):
     """Where the annotator sends one record per checked answer; must never block."""
 
-    def start(self) -> None:
-        """Start the writer thread."""
-        self._thread.start()
-
     def submit(self, record: AuditRecord) -> None: ...
 
 
