@@ -202,9 +202,10 @@ class Settings(BaseSettings):
     # The audit log (docs/audit.md) and the review page.
     audit_log: Path | None = Field(None, description="SQLite file with one row per checked answer; None: off")
     audit_queue_size: int = Field(
-        10_000,
+        1000,
         ge=1,
-        description="rows waiting for the writer; when full, rows are dropped and counted, never waited for",
+        description="rows waiting for the writer; when full, rows are dropped and counted, never waited for "
+        "(each row holds at most 3 texts of 32,768 characters: this bounds the queue's memory)",
     )
     audit_retention_days: float | None = Field(None, gt=0, description="delete rows older than this; None: keep")
     audit_max_rows: int | None = Field(None, ge=1, description="keep at most this many rows (newest); None: no limit")
