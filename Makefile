@@ -10,7 +10,7 @@ TORCH_INDEX ?=
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: setup serve test lint clean-venv safety-eval
+.PHONY: setup serve test lint browser clean-venv safety-eval
 
 setup: $(STAMP)
 
@@ -27,8 +27,17 @@ serve: $(STAMP)
 
 LINTED := aligner_proxy training evals tests bench
 
-test: lint
+test: lint browser
 	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+# The review page's tests drive a headless Chromium: Debian's chromium and chromedriver, installed here when
+# missing and possible (root with apt-get); otherwise those tests skip and say why.
+browser:
+	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null) \
+		|| echo "could not install chromium: the browser tests will skip"; \
+	else echo "no chromium/chromedriver and no root apt-get to install them: the browser tests will skip"; fi
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check $(LINTED)

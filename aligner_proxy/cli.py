@@ -1,4 +1,5 @@
-"""The ``aligner-proxy`` command: ``serve`` the proxy, ``correct`` and ``score`` JSONL files.
+"""The ``aligner-proxy`` command: ``serve`` the proxy, ``correct`` and ``score`` JSONL files, summarise an
+``audit`` log, and write a ``review`` report of a batch output.
 
 Flags override ``ALIGNER_*`` env vars, which override the YAML ``--config``.
 ``correct`` and ``score`` run the same core as the proxy, in process.
@@ -24,6 +25,7 @@ app = typer.Typer(
     add_completion=False,
 )
 console = Console(stderr=True, soft_wrap=True)
+output = Console(soft_wrap=True)  # what a command prints as its result (stdout)
 
 ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="YAML settings file (also ALIGNER_CONFIG)")]
 CorrectorOpt = Annotated[str | None, typer.Option(help="corrector model: path, hub id or 'smollm2'")]
@@ -290,6 +292,81 @@ def score(
     scored = ({**row, "cost": cost, "scorer": cost_scorer.model_id} for (_, row), cost in zip(rows, costs, strict=True))
     write_jsonl(output_path, scored)
     console.print(f"scored {len(rows)} rows with {cost_scorer.model_id}")
+
+
+@app.command()
+def audit(
+    path: Annotated[Path, typer.Argument(help="the audit log (the proxy's ALIGNER_AUDIT_LOG)")],
+    export: Annotated[Path | None, typer.Option("--export", help="write its rows here as JSONL, oldest first")] = None,
+    status: Annotated[str | None, typer.Option(help="export only the rows of this status")] = None,
+    top: Annotated[int, typer.Option(min=0, help="how many of the most often flagged questions to list")] = 10,
+) -> None:
+    """Summarise an audit log: rows by status and the questions whose answers were flagged most often."""
+    import sqlite3
+    from datetime import datetime
+
+    from rich.table import Table
+
+    from aligner_proxy.core.audit import FLAGGED_STATUSES, AuditStore, AuditStoreError
+
+    try:
+        store = AuditStore.open_readonly(path)
+        try:
+            summary = store.summary(top=top)
+            exported = write_jsonl(export, store.iter_all(status=status)) if export else None
+        finally:
+            store.close()
+    except AuditStoreError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+    except sqlite3.DatabaseError as exc:
+        console.print(f"[red]error:[/red] {path}: the audit log cannot be read (damaged?): {exc}")
+        raise typer.Exit(2) from None
+    span = ""
+    if summary.first is not None and summary.last is not None:
+        first, last = (datetime.fromtimestamp(t).isoformat(" ", "seconds") for t in (summary.first, summary.last))
+        span = f", {first} to {last}"
+    output.print(f"{path}: {summary.rows} rows{span}")
+    by_status = Table("status", "rows", "share")
+    for name, count in summary.by_status.items():
+        by_status.add_row(name, str(count), f"{count / summary.rows:.1%}")
+    output.print(by_status)
+    if summary.top_flagged:
+        flagged = Table("flagged", "question", title=f"top flagged questions ({', '.join(FLAGGED_STATUSES)})")
+        for question, count in summary.top_flagged:
+            flagged.add_row(str(count), question if len(question) <= 200 else question[:200] + "...")
+        output.print(flagged)
+    if export is not None:
+        output.print(f"exported {exported} rows to {export}")
+
+
+@app.command()
+def review(
+    input_path: Annotated[Path, typer.Argument(help="a batch output: aligner-proxy correct --out FILE")],
+    output_path: Annotated[Path, typer.Option("--out", help="the HTML report to write")],
+    question_field: Annotated[str, typer.Option(help=_batch_help("question_field"))] = _default("question_field"),
+    answer_field: Annotated[str, typer.Option(help=_batch_help("answer_field"))] = _default("answer_field"),
+    messages_field: Annotated[str, typer.Option(help=_batch_help("messages_field"))] = _default("messages_field"),
+) -> None:
+    """Write a batch output as one self-contained HTML page: each answer beside its correction, word-level
+    diff, costs and status, filterable by status."""
+    from aligner_proxy.batch.correct import RowMapping
+    from aligner_proxy.batch.review import review_rows
+    from aligner_proxy.review.page import render_report
+
+    if not input_path.is_file():
+        console.print(f"[red]error:[/red] {input_path}: no such file")
+        raise typer.Exit(2)
+    records = [row for _, row in _read_jsonl(input_path)]
+    mapping = RowMapping(question_field=question_field, answer_field=answer_field, messages_field=messages_field)
+    try:
+        rows = review_rows(records, mapping)
+    except ValueError as exc:
+        console.print(f"[red]error:[/red] {input_path}: {exc}")
+        raise typer.Exit(2) from None
+    output_path.parent.mkdir(parents=True, exist_ok=True)
+    output_path.write_text(render_report(rows, title=input_path.name), encoding="utf-8")
+    output.print(f"{len(rows)} rows -> {output_path}")
 
 
 def main() -> None:

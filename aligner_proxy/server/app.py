@@ -3,7 +3,9 @@
 ``create_app`` starts listening at once and loads the models in a worker
 thread; ``/health`` answers immediately, ``/ready`` once the models are in.
 Tests pass ready-made :class:`~aligner_proxy.server.wiring.Components` (fakes, tiny
-models) instead of a loader.
+models) instead of a loader. With ``audit_log`` set, the lifespan opens the
+audit writer before anything is served and closes it (writing what is
+queued) after the last request.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from aligner_proxy import __version__
 from aligner_proxy.core.errors import AlignmentError
+from aligner_proxy.server.audit import AuditWriter
 from aligner_proxy.server.errors import AlignerProxyError, from_core
 from aligner_proxy.server.metrics import Metrics
 from aligner_proxy.server.middleware import AdmissionLimit, RequestContext, error_response, route_paths
@@ -43,13 +46,14 @@ def _from_exception(exc: AlignerProxyError) -> JSONResponse:
 
 
 class AppState:
-    """What the routes need from the app: settings, metrics, and the components once loaded."""
+    """What the routes need from the app: settings, metrics, the components once loaded, the audit writer."""
 
     def __init__(self, settings: Settings, metrics: Metrics) -> None:
         self.settings = settings
         self.metrics = metrics
         self.components: Components | None = None
         self.load_error: str | None = None
+        self.audit: AuditWriter | None = None
 
 
 def create_app(
@@ -64,7 +68,10 @@ def create_app(
 
     async def load() -> None:
         try:
-            state.components = await asyncio.to_thread(loader, settings, state.metrics)
+            loaded = await asyncio.to_thread(loader, settings, state.metrics)
+            if state.audit is not None:
+                loaded.audit_to(state.audit)
+            state.components = loaded
             logger.info("ready")
         except Exception as exc:
             logger.exception("loading the models failed")
@@ -72,12 +79,18 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncGenerator[None, None]:
+        if settings.audit_log is not None:
+            state.audit = await asyncio.to_thread(AuditWriter.open, settings, state.metrics)
+            if state.components is not None:
+                state.components.audit_to(state.audit)
         task = asyncio.create_task(load()) if state.components is None else None
         yield
         if task is not None:
             task.cancel()
         if state.components is not None:
             await state.components.aclose()
+        if state.audit is not None:
+            await asyncio.to_thread(state.audit.close)
 
     app = FastAPI(title="aligner-proxy", version=__version__, lifespan=lifespan)
     app.state.proxy = state
@@ -129,6 +142,10 @@ def create_app(
     from aligner_proxy.server.routes import router
 
     app.include_router(router)
+    if settings.ui_enabled():
+        from aligner_proxy.server.ui import router as ui_router
+
+        app.include_router(ui_router)
     install_openapi(app)
     return app
 

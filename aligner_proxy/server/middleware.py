@@ -27,6 +27,8 @@ from aligner_proxy.server.protocol import ErrorBody, ErrorResponse
 from aligner_proxy.server.settings import Settings
 
 UNMATCHED = "unmatched"
+KEYED_PREFIXES = ("/v1/", "/ui/api/")
+"""The paths that need a key when keys are set: the API, and the review page's data (its page is static)."""
 
 
 def route_paths(routes: list[Any]) -> frozenset[str]:
@@ -69,8 +71,8 @@ def keys_match(token: bytes, keys: list[SecretStr]) -> bool:
 
 class RequestContext:
     """What every HTTP request gets: an id (``x-request-id``, the client's or a new one), the bearer key
-    checked for ``/v1/`` routes (401), a declared body size checked (413), whether it may relax a policy
-    (the policy floor), and one count in ``/metrics`` by route and status."""
+    checked for ``/v1/`` and ``/ui/api/`` routes (401), a declared body size checked (413), whether it may relax
+    a policy (the policy floor), and one count in ``/metrics`` by route and status."""
 
     def __init__(
         self, app: ASGIApp, *, settings: Settings, metrics: Metrics, served: Callable[[], frozenset[str]]
@@ -104,7 +106,7 @@ class RequestContext:
         path = scope["path"]
         declared = headers.get("content-length")
         try:
-            if settings.api_keys and path.startswith("/v1/") and not keys_match(token, settings.api_keys):
+            if settings.api_keys and path.startswith(KEYED_PREFIXES) and not keys_match(token, settings.api_keys):
                 exc = AuthenticationError("Incorrect or missing API key: send 'Authorization: Bearer <key>'.")
                 await error_response(401, exc.message, exc.error_type, code=exc.code)(scope, receive, send_with_id)
             elif declared and declared.isdigit() and int(declared) > settings.max_body_bytes:

@@ -9,6 +9,7 @@ own aligner policy — the request's ``model`` picks the route.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from pathlib import Path
 from typing import Any
@@ -204,6 +205,23 @@ class Settings(BaseSettings):
     )
     keepalive_interval_s: float = Field(5.0, gt=0, description="SSE comment interval while a stream is buffered")
 
+    # The audit log (docs/audit.md) and the review page.
+    audit_log: Path | None = Field(None, description="SQLite file with one row per checked answer; None: off")
+    audit_queue_size: int = Field(
+        1000,
+        ge=1,
+        description="rows waiting for the writer; when full, rows are dropped and counted, never waited for "
+        "(each row holds at most 3 texts of 32,768 characters: this bounds the queue's memory)",
+    )
+    audit_retention_days: float | None = Field(None, gt=0, description="delete rows older than this; None: keep")
+    audit_max_rows: int | None = Field(None, ge=1, description="keep at most this many rows (newest); None: no limit")
+    audit_redact: str | None = Field(
+        None,
+        description="redaction hook 'module:function', called on each row before it is stored (return None to "
+        "skip it); 'aligner_proxy.core.audit:redact_secrets' removes key-like tokens",
+    )
+    ui: bool | None = Field(None, description="the review page at /ui; None: on only when bound to a loopback address")
+
     @model_validator(mode="after")
     def _check_routes(self) -> Settings:
         names = [route.name for route in self.routes()]
@@ -212,6 +230,17 @@ class Settings(BaseSettings):
         if self.corrector_backend == "remote" and not self.corrector_url:
             raise ValueError("corrector_backend=remote needs corrector_url")
         return self
+
+    def ui_enabled(self) -> bool:
+        """Whether ``/ui`` is served: as set, or by default only to this machine (a loopback bind)."""
+        if self.ui is not None:
+            return self.ui
+        if self.host == "localhost":
+            return True
+        try:
+            return ipaddress.ip_address(self.host).is_loopback
+        except ValueError:
+            return False
 
     def core_config(self) -> CoreConfig:
         """The core's part of these settings."""

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from aligner_proxy.core.loading import ModelLoader, load_pipeline
 from aligner_proxy.core.policy import AlignmentPipeline
 from aligner_proxy.core.transport import make_transport
+from aligner_proxy.server.audit import AuditSink
 from aligner_proxy.server.metrics import Metrics
 from aligner_proxy.server.serving.aligner import AlignerServing
 from aligner_proxy.server.serving.base import Route, ServedModels
@@ -40,6 +41,11 @@ class Components:
     completions: CompletionServing
     aligner: AlignerServing
     closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+
+    def audit_to(self, sink: AuditSink) -> None:
+        """Send one row per checked answer of every generating endpoint to ``sink`` (the audit log)."""
+        self.chat.annotator.audit = sink
+        self.completions.annotator.audit = sink
 
     async def aclose(self) -> None:
         for close in self.closers:

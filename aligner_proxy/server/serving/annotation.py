@@ -3,7 +3,9 @@
 One place turns the pipeline's :class:`~aligner_proxy.core.policy.Outcome`\\ s
 into what a client reads — the annotation on a whole response or on a
 stream's last chunk, and ``x-aligner-status`` — so whole and streamed
-answers report the same fields the same way.
+answers report the same fields the same way. Every checked answer of every
+generating endpoint passes here, so this is also where the audit log gets its
+one row per answer (when it is on).
 """
 
 from __future__ import annotations
@@ -13,10 +15,12 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from aligner_proxy.core.annotation import AlignerAnnotation, ChoiceAnnotation, Timings, TokenUsage
+from aligner_proxy.core.audit import AuditRecord, clip
 from aligner_proxy.core.policy import AlignmentPipeline, Outcome
 from aligner_proxy.server.metrics import Metrics
 
 if TYPE_CHECKING:
+    from aligner_proxy.server.audit import AuditSink
     from aligner_proxy.server.serving.base import RoutedRequest
 
 
@@ -31,11 +35,14 @@ def aligner_headers(annotation: AlignerAnnotation | None) -> dict[str, str]:
 
 
 class Annotator:
-    """Builds an answer's annotation from its outcomes and counts them in the metrics."""
+    """Builds an answer's annotation from its outcomes, counts them in the metrics, and sends each to the
+    audit log when one is attached (``audit``; :meth:`~aligner_proxy.server.wiring.Components.audit_to`)."""
 
-    def __init__(self, pipeline: AlignmentPipeline, metrics: Metrics) -> None:
+    def __init__(self, pipeline: AlignmentPipeline, metrics: Metrics, endpoint: str) -> None:
         self.pipeline = pipeline
         self.metrics = metrics
+        self.endpoint = endpoint
+        self.audit: AuditSink | None = None
 
     def annotate(
         self,
@@ -44,9 +51,11 @@ class Annotator:
         n_choices: int,
         *,
         upstream_ms: float,
+        questions: Mapping[int, str],
     ) -> AlignerAnnotation:
         """The annotation of an answer with ``n_choices`` choices; a choice without an outcome
-        (a tool call, an empty answer) had nothing to align and is ``skipped``."""
+        (a tool call, an empty answer) had nothing to align and is ``skipped``. ``questions`` holds
+        what each choice with an outcome answers (the scorer's prompt), for the audit log."""
         config, return_original = routed.config, routed.return_original
         choices = []
         for index in range(n_choices):
@@ -74,6 +83,8 @@ class Annotator:
         )
         usage = TokenUsage.of_corrector(done)
         self._count(timings, usage)
+        if self.audit is not None:
+            self._audit(routed, outcomes, questions, timings)
         first = choices[0] if choices else ChoiceAnnotation(index=0, status="skipped")
         aligned = config.mode != "off"
         return AlignerAnnotation(
@@ -89,6 +100,37 @@ class Annotator:
             corrector_usage=usage,
             choices=choices,
         )
+
+    def _audit(
+        self, routed: RoutedRequest, outcomes: Mapping[int, Outcome], questions: Mapping[int, str], timings: Timings
+    ) -> None:
+        assert self.audit is not None
+        now = time.time()
+        for index, outcome in outcomes.items():
+            self.audit.submit(
+                AuditRecord(
+                    time=now,
+                    request_id=routed.request_id,
+                    endpoint=self.endpoint,
+                    model=routed.route.name,
+                    choice=index,
+                    mode=routed.config.mode,
+                    status=outcome.status,
+                    threshold=routed.config.threshold,
+                    cost_before=outcome.cost_before,
+                    cost_after=outcome.cost_after,
+                    question=clip(questions.get(index, "")),
+                    original=clip(outcome.original),
+                    final=clip(outcome.text),
+                    upstream_ms=timings.upstream_ms,
+                    scorer_ms=outcome.scorer_ms,
+                    corrector_ms=outcome.corrector_ms,
+                    total_ms=timings.total_ms,
+                    corrector_prompt_tokens=outcome.corrector_prompt_tokens,
+                    corrector_completion_tokens=outcome.corrector_completion_tokens,
+                    error=outcome.error,
+                )
+            )
 
     def _count(self, timings: Timings, usage: TokenUsage) -> None:
         for stage, ms in (

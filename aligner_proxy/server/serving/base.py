@@ -75,11 +75,13 @@ class RoutedRequest:
 class Serving:
     """Base of the generating endpoints' serving classes (chat, completions)."""
 
+    endpoint: str  # the route it serves, as the audit log records it
+
     def __init__(self, models: ServedModels, pipeline: AlignmentPipeline, metrics: Metrics) -> None:
         self.models = models
         self.pipeline = pipeline
         self.metrics = metrics
-        self.annotator = Annotator(pipeline, metrics)
+        self.annotator = Annotator(pipeline, metrics, self.endpoint)
 
     def route(
         self, model: str, options: AlignerOptions | None, request_id: str, *, may_relax: bool = True
@@ -137,4 +139,7 @@ class Serving:
             if outcome.status == "blocked":
                 choice.finish_reason = "content_filter"
         aligned = {choice.index: outcome for choice, outcome in zip(choices, outcomes, strict=True)}
-        return self.annotator.annotate(routed, aligned, len(response.choices), upstream_ms=upstream_ms)
+        asked_by = {choice.index: prompt for choice, prompt in zip(choices, prompts, strict=True)}
+        return self.annotator.annotate(
+            routed, aligned, len(response.choices), upstream_ms=upstream_ms, questions=asked_by
+        )

@@ -47,6 +47,7 @@ class ChatChunkFormat(ChunkFormat[ChatCompletionChunk]):
 class ChatServing(StreamingServing[ChatCompletionChunk]):
     """Chat completions through the alignment policy."""
 
+    endpoint = "/v1/chat/completions"
     chunk_format = ChatChunkFormat()
 
     async def create(

@@ -39,6 +39,7 @@ class CompletionChunkFormat(ChunkFormat[CompletionChunk]):
 class CompletionServing(StreamingServing[CompletionChunk]):
     """Text completions through the alignment policy."""
 
+    endpoint = "/v1/completions"
     chunk_format = CompletionChunkFormat()
 
     async def create(

@@ -60,7 +60,9 @@ class StreamingServing(Serving, Generic[ChunkT]):
         if buffer.has_tool_calls or not buffer.texts:
             for event in buffer.events:  # nothing to align: replay as received
                 yield sse(event.raw)
-            annotation = self.annotator.annotate(routed, {}, max(len(buffer.texts), 1), upstream_ms=upstream_ms)
+            annotation = self.annotator.annotate(
+                routed, {}, max(len(buffer.texts), 1), upstream_ms=upstream_ms, questions={}
+            )
             yield sse(self.chunk_format.annotation_chunk(buffer, annotation))
             return
         async with aclosing(self._aligned_choices(routed, buffer, asked, upstream_ms)) as aligned:
@@ -92,5 +94,8 @@ class StreamingServing(Serving, Generic[ChunkT]):
             blocked = correction.outcome.status == "blocked"
             finish = "content_filter" if blocked else buffer.finish.get(index, "stop")
             yield sse(chunks.choice_chunk(buffer, index, finish=finish))
-        annotation = self.annotator.annotate(routed, final, max(indices) + 1, upstream_ms=upstream_ms)
+        asked_by = {index: question.score_prompt for index, question in questions.items()}
+        annotation = self.annotator.annotate(
+            routed, final, max(indices) + 1, upstream_ms=upstream_ms, questions=asked_by
+        )
         yield sse(chunks.annotation_chunk(buffer, annotation))
