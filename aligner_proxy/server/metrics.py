@@ -9,7 +9,8 @@ _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30,
 
 
 class Metrics:
-    """Requests, aligner statuses, stage latencies (upstream / scorer / corrector / total) and tokens."""
+    """Requests, aligner statuses, stage latencies (upstream / scorer / corrector / total), tokens, and
+    LiteLLM guardrail checks by action."""
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
@@ -23,6 +24,12 @@ class Metrics:
             "aligner_stage_seconds", "latency per stage", ["stage"], buckets=_LATENCY_BUCKETS, registry=self.registry
         )
         self.tokens = Counter("aligner_tokens", "tokens by source and kind", ["source", "kind"], registry=self.registry)
+        self.guardrail_checks = Counter(
+            "aligner_guardrail_checks",
+            "LiteLLM guardrail checks by input type (request, response) and action",
+            ["input_type", "action"],
+            registry=self.registry,
+        )
 
     def observe_ms(self, stage: str, ms: float) -> None:
         self.latency.labels(stage=stage).observe(ms / 1000.0)
