@@ -34,6 +34,7 @@ def litellm_config(upstream_url: str, proxy_url: str) -> dict[str, object]:
             "api_base": proxy_url + "/v1",
             "api_key": PROXY_KEY,
             "default_on": default_on,
+            "timeout": 120,
         }
         if params:
             litellm_params["additional_provider_specific_params"] = params
