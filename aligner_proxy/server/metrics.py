@@ -9,9 +9,9 @@ _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30,
 
 
 class Metrics:
-    """Requests, aligner statuses, stage latencies (upstream / scorer / corrector / total), tokens, and the
-    audit log's rows: written, dropped (a full queue, or the redaction hook), lost (a failed write, or still
-    queued at shutdown), and queued now."""
+    """Requests, aligner statuses, stage latencies (upstream / scorer / corrector / total), tokens, LiteLLM
+    guardrail checks by action, and the audit log's rows: written, dropped (a full queue, or the redaction
+    hook), lost (a failed write, or still queued at shutdown), and queued now."""
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
@@ -34,6 +34,12 @@ class Metrics:
         )
         self.audit_queued = Gauge(
             "aligner_audit_rows_queued", "audit log rows waiting to be written", registry=self.registry
+        )
+        self.guardrail_checks = Counter(
+            "aligner_guardrail_checks",
+            "LiteLLM guardrail checks by input type (request, response) and action",
+            ["input_type", "action"],
+            registry=self.registry,
         )
 
     def observe_ms(self, stage: str, ms: float) -> None:

@@ -70,9 +70,10 @@ def keys_match(token: bytes, keys: list[SecretStr]) -> bool:
 
 
 class RequestContext:
-    """What every HTTP request gets: an id (``x-request-id``, the client's or a new one), the bearer key
-    checked for ``/v1/`` and ``/ui/api/`` routes (401), a declared body size checked (413), whether it may relax
-    a policy (the policy floor), and one count in ``/metrics`` by route and status."""
+    """What every HTTP request gets: an id (``x-request-id``, the client's or a new one), the key
+    (``Authorization: Bearer``, else ``x-api-key``) checked for ``/v1/`` and ``/ui/api/`` routes (401), a
+    declared body size checked (413), whether it may relax a policy (the policy floor), and one count in
+    ``/metrics`` by route and status."""
 
     def __init__(
         self, app: ASGIApp, *, settings: Settings, metrics: Metrics, served: Callable[[], frozenset[str]]
@@ -90,7 +91,9 @@ class RequestContext:
         headers = Headers(scope=scope)
         request_id = headers.get("x-request-id") or f"req-{uuid.uuid4().hex[:16]}"
         given = headers.get("authorization", "")
-        token = (given[7:] if given.lower().startswith("bearer ") else "").encode("utf-8", "surrogateescape")
+        bearer = given[7:] if given.lower().startswith("bearer ") else ""
+        # LiteLLM's generic guardrail sends its api_key as x-api-key (Anthropic's header), never as a bearer.
+        token = (bearer or headers.get("x-api-key", "")).encode("utf-8", "surrogateescape")
         state = scope.setdefault("state", {})
         state["request_id"] = request_id
         state["may_relax"] = not settings.policy_floor or keys_match(token, settings.policy_override_keys)
@@ -107,7 +110,9 @@ class RequestContext:
         declared = headers.get("content-length")
         try:
             if settings.api_keys and path.startswith(KEYED_PREFIXES) and not keys_match(token, settings.api_keys):
-                exc = AuthenticationError("Incorrect or missing API key: send 'Authorization: Bearer <key>'.")
+                exc = AuthenticationError(
+                    "Incorrect or missing API key: send 'Authorization: Bearer <key>' or 'x-api-key: <key>'."
+                )
                 await error_response(401, exc.message, exc.error_type, code=exc.code)(scope, receive, send_with_id)
             elif declared and declared.isdigit() and int(declared) > settings.max_body_bytes:
                 message = f"Request body of {declared} bytes exceeds the limit of {settings.max_body_bytes} bytes."

@@ -20,14 +20,20 @@ from aligner_proxy.server.protocol import (
     CompletionRequest,
     CorrectRequest,
     ErrorResponse,
+    GuardrailRequest,
     ScoreRequest,
 )
+
+GUARDRAIL_PATH = "/v1/beta/litellm_basic_guardrail_api"
+"""LiteLLM appends ``/beta/litellm_basic_guardrail_api`` to a generic guardrail's ``api_base``
+(the proxy's ``/v1``, so its keys, admission limit and metrics apply)."""
 
 REQUEST_BODIES: dict[str, type[BaseModel]] = {
     "/v1/chat/completions": ChatCompletionRequest,
     "/v1/completions": CompletionRequest,
     "/v1/aligner/score": ScoreRequest,
     "/v1/aligner/correct": CorrectRequest,
+    GUARDRAIL_PATH: GuardrailRequest,
 }
 
 ERRORS = {

@@ -238,6 +238,51 @@ class CorrectRequest(BaseModel):
     threshold: float | None = None
 
 
+# ------------------------------------------------------------ LiteLLM guardrail
+# LiteLLM's Generic Guardrail API (``guardrail: generic_guardrail_api``), as LiteLLM 1.106.2 sends
+# and reads it (litellm/types/proxy/guardrails/guardrail_hooks/generic_guardrail_api.py).
+
+GuardrailAction = Literal["NONE", "GUARDRAIL_INTERVENED", "BLOCKED"]
+"""NONE: leave the texts as they are; GUARDRAIL_INTERVENED: replace them with ``texts``; BLOCKED: fail the call."""
+
+
+class GuardrailParams(BaseModel):
+    """What the proxy reads of LiteLLM's ``additional_provider_specific_params`` (the guardrail's config,
+    merged with a request's dynamic guardrail params): which route's policy applies, and options on it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    route: str | None = Field(None, description="the served model whose policy applies; default: the first route")
+    aligner: AlignerOptions | None = None
+
+
+class GuardrailRequest(BaseModel):
+    """One guardrail call. ``input_type`` ``request`` is LiteLLM's pre_call / during_call (the request's
+    messages in ``structured_messages``); ``response`` its post_call (the answer's texts in ``texts``,
+    one per choice or text part). LiteLLM adds fields from version to version (headers, images, tools,
+    key metadata); the proxy reads those it uses and ignores the rest."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    input_type: Literal["request", "response"]
+    texts: list[str] | None = Field(None, max_length=1024)
+    structured_messages: list[ChatMessageIn] | None = Field(None, max_length=1024)
+    litellm_call_id: str | None = Field(None, max_length=256)
+    model: str | None = None
+    additional_provider_specific_params: GuardrailParams | None = None
+
+
+class GuardrailResponse(BaseModel):
+    """The verdict LiteLLM applies: ``texts`` (with GUARDRAIL_INTERVENED) replace the texts it sent, in
+    order; ``blocked_reason`` (with BLOCKED) is the message of the error its client receives.
+    ``aligner`` is this proxy's annotation of the answer, for logs (LiteLLM ignores it)."""
+
+    action: GuardrailAction
+    texts: list[str] | None = None
+    blocked_reason: str | None = None
+    aligner: AlignerAnnotation | None = None
+
+
 # --------------------------------------------------------------------- errors
 
 

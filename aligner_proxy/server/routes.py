@@ -17,7 +17,7 @@ from pydantic import BaseModel, ValidationError
 from aligner_proxy.core.annotation import CorrectResponse
 from aligner_proxy.server.bodies import check_generation_limits, decode_json_object
 from aligner_proxy.server.errors import InvalidRequestError, NotReadyError, RequestTooLargeError
-from aligner_proxy.server.openapi import error_responses, generating_responses
+from aligner_proxy.server.openapi import GUARDRAIL_PATH, error_responses, generating_responses
 from aligner_proxy.server.protocol import (
     ChatCompletionRequest,
     ChatCompletionResponse,
@@ -25,6 +25,8 @@ from aligner_proxy.server.protocol import (
     CompletionResponse,
     CorrectRequest,
     ErrorResponse,
+    GuardrailRequest,
+    GuardrailResponse,
     ModelList,
     ScoreRequest,
     ScoreResponse,
@@ -134,6 +136,12 @@ async def score(request: Request, components: Loaded) -> ScoreResponse:
 @router.post("/v1/aligner/correct", responses=error_responses())
 async def correct(request: Request, components: Loaded) -> CorrectResponse:
     return await components.aligner.correct(await parse_body(request, CorrectRequest))
+
+
+@router.post(GUARDRAIL_PATH, responses=error_responses())
+async def litellm_guardrail(request: Request, components: Loaded) -> GuardrailResponse:
+    body = await parse_body(request, GuardrailRequest)
+    return await components.guardrail.check(body, request.state.request_id, may_relax=request.state.may_relax)
 
 
 @router.get("/health")

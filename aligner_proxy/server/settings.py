@@ -222,6 +222,14 @@ class Settings(BaseSettings):
     )
     ui: bool | None = Field(None, description="the review page at /ui; None: on only when bound to a loopback address")
 
+    # The LiteLLM guardrail endpoint (serving/guardrail.py).
+    guardrail_questions: int = Field(
+        4096, ge=1, description="pre_call questions kept for their post_call (by litellm_call_id); the oldest go first"
+    )
+    guardrail_question_ttl_s: float = Field(
+        600.0, gt=0, description="how long a pre_call question waits for its post_call"
+    )
+
     @model_validator(mode="after")
     def _check_routes(self) -> Settings:
         names = [route.name for route in self.routes()]

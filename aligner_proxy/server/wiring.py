@@ -24,6 +24,7 @@ from aligner_proxy.server.serving.aligner import AlignerServing
 from aligner_proxy.server.serving.base import Route, ServedModels
 from aligner_proxy.server.serving.chat import ChatServing
 from aligner_proxy.server.serving.completions import CompletionServing
+from aligner_proxy.server.serving.guardrail import GuardrailServing, QuestionMemory
 from aligner_proxy.server.settings import RouteSettings, Settings
 from aligner_proxy.server.upstream import UPSTREAM_MAX_CONNECTIONS, EmbeddedUpstream, OpenAIUpstream, Upstream
 
@@ -40,6 +41,7 @@ class Components:
     chat: ChatServing
     completions: CompletionServing
     aligner: AlignerServing
+    guardrail: GuardrailServing
     closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
 
     def audit_to(self, sink: AuditSink) -> None:
@@ -99,6 +101,13 @@ def assemble(
         chat=ChatServing(models, pipeline, metrics, keepalive_s=settings.keepalive_interval_s),
         completions=CompletionServing(models, pipeline, metrics, keepalive_s=settings.keepalive_interval_s),
         aligner=AlignerServing(pipeline),
+        guardrail=GuardrailServing(
+            models,
+            pipeline,
+            metrics,
+            questions=QuestionMemory(settings.guardrail_questions, settings.guardrail_question_ttl_s),
+            max_answers=settings.max_answers_per_request,
+        ),
         closers=closers,
     )
 

@@ -264,6 +264,19 @@ def test_api_keys_are_enforced_and_never_echoed(upstream_url: str) -> None:
         assert httpx.get(url + "/health").status_code == 200  # probes need no key
 
 
+def test_litellm_guardrail_takes_litellms_x_api_key_and_answers_bad_bodies_with_a_400(upstream_url: str) -> None:
+    with running_proxy(upstream_url, api_keys=["sekret-key"]) as url:
+        endpoint = url + "/v1/beta/litellm_basic_guardrail_api"  # what LiteLLM appends to an api_base of .../v1
+        check = {"input_type": "response", "texts": [HARMFUL_ANSWER], "litellm_call_id": "c1", "images": None}
+        ok = httpx.post(endpoint, json=check, headers={"x-api-key": "sekret-key"})
+        missing = httpx.post(endpoint, json=check)
+        bad = httpx.post(endpoint, json={"input_type": "prompt"}, headers={"x-api-key": "sekret-key"})
+    assert ok.status_code == 200, ok.text
+    assert ok.json()["action"] == "GUARDRAIL_INTERVENED" and ok.json()["texts"] == [CORRECTION]
+    assert missing.status_code == 401 and missing.json()["error"]["code"] == "invalid_api_key"
+    assert bad.status_code == 400 and bad.json()["error"]["param"] == "input_type"
+
+
 def test_fail_open_and_fail_closed_over_http(upstream_url: str) -> None:
     with running_proxy(upstream_url, scorer=FakeScorer("raise")) as url:
         completion = client(url).chat.completions.create(model=MODEL, messages=BOMB)
