@@ -45,9 +45,11 @@ class Components:
     closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
 
     def audit_to(self, sink: AuditSink) -> None:
-        """Send one row per checked answer of every generating endpoint to ``sink`` (the audit log)."""
+        """Send one row per checked answer of every generating endpoint and guardrail check to ``sink``
+        (the audit log)."""
         self.chat.annotator.audit = sink
         self.completions.annotator.audit = sink
+        self.guardrail.annotator.audit = sink
 
     async def aclose(self) -> None:
         for close in self.closers:

@@ -28,7 +28,7 @@ import logging
 
 from cachetools import TTLCache
 
-from aligner_proxy.core.corrector import CorrectionInput
+from aligner_proxy.core.corrector import CorrectionInput, question_text
 from aligner_proxy.core.generation import ChatMessage
 from aligner_proxy.core.policy import AlignmentPipeline, Outcome, PolicyConfig
 from aligner_proxy.server.errors import InvalidRequestError
@@ -70,6 +70,8 @@ def verdict(outcomes: list[Outcome], config: PolicyConfig) -> GuardrailResponse:
 class GuardrailServing(Serving):
     """LiteLLM guardrail checks through the alignment policy of one of the proxy's routes."""
 
+    endpoint = "/v1/beta/litellm_basic_guardrail_api"
+
     def __init__(
         self,
         models: ServedModels,
@@ -102,7 +104,14 @@ class GuardrailServing(Serving):
         items = [CorrectionInput(question=question, answer=text) for text in texts]
         outcomes = await self.pipeline.align(items, routed.config, request_id=request_id)
         response = verdict(outcomes, routed.config)
-        response.aligner = self.annotator.annotate(routed, dict(enumerate(outcomes)), len(texts), upstream_ms=0.0)
+        asked = question_text(question)
+        response.aligner = self.annotator.annotate(
+            routed,
+            dict(enumerate(outcomes)),
+            len(texts),
+            upstream_ms=0.0,
+            questions=dict.fromkeys(range(len(texts)), asked),
+        )
         return self._counted(request, response)
 
     def _question(self, request: GuardrailRequest, request_id: str) -> str | list[ChatMessage]:

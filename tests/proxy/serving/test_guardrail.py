@@ -112,6 +112,19 @@ async def test_checks_are_counted_by_action() -> None:
     assert 'aligner_guardrail_checks_total{action="GUARDRAIL_INTERVENED",input_type="response"} 1.0' in text
 
 
+async def test_each_checked_answer_goes_to_the_audit_log_with_its_question() -> None:
+    _settings, components, _metrics = proxy_components()
+    rows: list[Any] = []
+    components.audit_to(type("ListSink", (), {"submit": staticmethod(rows.append)})())
+    await components.guardrail.check(pre_call(), "req-1")  # a question, not an answer: no row
+    await components.guardrail.check(post_call(HARMFUL_ANSWER, BENIGN_ANSWER), "req-2")
+    assert [(r.endpoint, r.request_id, r.choice, r.question) for r in rows] == [
+        ("/v1/beta/litellm_basic_guardrail_api", "req-2", 0, QUESTION),
+        ("/v1/beta/litellm_basic_guardrail_api", "req-2", 1, QUESTION),
+    ]
+    assert [r.original for r in rows] == [HARMFUL_ANSWER, BENIGN_ANSWER] and rows[0].final == CORRECTION
+
+
 def test_question_memory_is_bounded_in_number_and_time() -> None:
     memory = QuestionMemory(size=2, ttl_s=60)
     for call in ("a", "b", "c"):
