@@ -27,6 +27,7 @@ class GenerationParams:
     stop: tuple[str, ...] = ()
     seed: int | None = None
     repetition_penalty: float = 1.0  # > 1 discourages tokens already in the text (CTRL's penalty); 1 = off
+    stop_loops: bool = False  # end a greedy output where it closes a repetition loop (core.loops); local models only
 
 
 @dataclass

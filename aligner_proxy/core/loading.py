@@ -52,6 +52,7 @@ class CoreConfig:
     corrector_template: str = DEFAULT_TEMPLATE
     corrector_max_new_tokens: int = 256
     corrector_length_ratio: float | None = 1.5  # budget: 1.5 × the answer's tokens + 32, up to max_new_tokens
+    corrector_stop_loops: bool = True  # end a correction where it closes a repetition loop (local backend)
     corrector_max_question_tokens: int = 128  # question budget in the Aligner prompt (tail kept)
     corrector_max_answer_tokens: int = 256  # answer budget in the Aligner prompt (head kept)
     alignment_timeout_s: float = 300.0  # scoring + correcting one answer
@@ -156,7 +157,7 @@ def build_corrector(config: CoreConfig, generator: TextGenerator) -> Corrector:
     return Corrector(
         generator,
         template=AlignerTemplate(config.corrector_template),
-        params=GenerationParams(max_new_tokens=config.corrector_max_new_tokens),
+        params=GenerationParams(max_new_tokens=config.corrector_max_new_tokens, stop_loops=config.corrector_stop_loops),
         max_question_tokens=config.corrector_max_question_tokens,
         max_answer_tokens=config.corrector_max_answer_tokens,
         length_ratio=config.corrector_length_ratio,

@@ -156,6 +156,11 @@ class Settings(BaseSettings):
         description="a correction's token budget: this × its answer's tokens + 32 (steps of 64), up to "
         "corrector_max_new_tokens; None: always corrector_max_new_tokens",
     )
+    corrector_stop_loops: bool = Field(
+        _CORE.corrector_stop_loops,
+        description="end a correction where its tokens close a repetition loop (3 copies of a block, 32 tokens "
+        "at least; aligner_proxy.core.loops) instead of decoding to the budget; transformers backend",
+    )
     corrector_max_question_tokens: int = Field(
         _CORE.corrector_max_question_tokens, ge=1, description="question budget in the Aligner prompt (tail kept)"
     )
@@ -265,6 +270,7 @@ class Settings(BaseSettings):
             corrector_template=self.corrector_template,
             corrector_max_new_tokens=self.corrector_max_new_tokens,
             corrector_length_ratio=self.corrector_length_ratio,
+            corrector_stop_loops=self.corrector_stop_loops,
             corrector_max_question_tokens=self.corrector_max_question_tokens,
             corrector_max_answer_tokens=self.corrector_max_answer_tokens,
             alignment_timeout_s=self.alignment_timeout_s,

@@ -1,9 +1,10 @@
-"""Streaming a transformers ``generate`` call: stop strings on streamed text, the token sink and the cancel switch.
+"""Steering a transformers ``generate`` call: stop strings on streamed text, the token sink, the stopping criteria.
 
 ``generate`` runs on a worker thread; :class:`TokenStream` posts its text
 deltas to the event loop, :class:`CancelCriterion` ends it once the consumer
-has gone, and :class:`StopScanner` applies stop strings to the deltas without
-ever emitting part of one.
+has gone, :class:`LoopCriterion` once a row's output closes a repetition loop,
+and :class:`StopScanner` applies stop strings to the deltas without ever
+emitting part of one.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Sequence
 from typing import Any
+
+from aligner_proxy.core.loops import LoopGuard
 
 
 def cut_at_stop(text: str, stop: Sequence[str]) -> tuple[str, bool]:
@@ -103,3 +106,20 @@ class CancelCriterion:
         import torch
 
         return torch.full((input_ids.shape[0],), self._event.is_set(), dtype=torch.bool, device=input_ids.device)
+
+
+class LoopCriterion:
+    """A stopping criterion that ends each row once its generated tokens end in a loop (``guard``).
+
+    ``prompt_width`` is where generation starts in every row (prompts are left-padded to one width)."""
+
+    def __init__(self, guard: LoopGuard, prompt_width: int) -> None:
+        self._guard = guard
+        self._width = prompt_width
+
+    def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+        import torch
+
+        rows = input_ids[:, self._width :].tolist()
+        done = [self._guard.ends_in_loop(row) for row in rows]
+        return torch.tensor(done, dtype=torch.bool, device=input_ids.device)

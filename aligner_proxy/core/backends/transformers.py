@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from aligner_proxy.core.backends import BackendError
-from aligner_proxy.core.backends.streaming import CancelCriterion, StopScanner, TokenStream, cut_at_stop
+from aligner_proxy.core.backends.streaming import CancelCriterion, LoopCriterion, StopScanner, TokenStream, cut_at_stop
 from aligner_proxy.core.backends.tokenizer import (
     count_tokens,
     render_chat_template,
@@ -33,6 +33,7 @@ from aligner_proxy.core.backends.tokenizer import (
     truncate_tokens,
 )
 from aligner_proxy.core.generation import ChatMessage, FinishReason, Generation, GenerationParams
+from aligner_proxy.core.loops import DEFAULT_LOOP_GUARD
 from aligner_proxy.core.microbatch import MicroBatcher
 from aligner_proxy.core.models import DEFAULT_CACHE_DIR, LoadedModel, ModelPool
 
@@ -230,6 +231,8 @@ class TransformersGenerator:
         if self.prompt_lookup_tokens and len(prompts) == 1 and params.temperature == 0 and streamer is None:
             kwargs.update(prompt_lookup_num_tokens=self.prompt_lookup_tokens)
         criteria = StoppingCriteriaList([CancelCriterion(cancel)] if cancel is not None else [])
+        if params.stop_loops:
+            criteria.append(LoopCriterion(DEFAULT_LOOP_GUARD, width))
 
         started = time.perf_counter()
         with torch.random.fork_rng(devices=[]), torch.inference_mode(), self._loaded.activate() as model:
@@ -271,11 +274,16 @@ class TransformersGenerator:
             if token == self._pad_id:  # a row finished early (stop string, cancel) is padded
                 break
             completion.append(token)
+        looped = False
+        if params.stop_loops and (end := DEFAULT_LOOP_GUARD.first_loop_end(completion)) is not None:
+            # Where the loop first closed: a speculative step may have run past the point where a
+            # token-by-token decode stops, and both must give the same text.
+            completion, hit_eos, looped = completion[:end], False, True
         text = str(self._tokenizer.decode(completion, skip_special_tokens=True))
         text, stopped = cut_at_stop(text, params.stop)
         finish: FinishReason = "stop"
-        if not (stopped or hit_eos) and len(completion) >= params.max_new_tokens:
-            finish = "length"
+        if looped or (not (stopped or hit_eos) and len(completion) >= params.max_new_tokens):
+            finish = "length"  # cut before its natural end: by the token cap or by the loop guard
         return Generation(
             text=text,
             prompt_tokens=prompt_tokens,

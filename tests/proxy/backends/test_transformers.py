@@ -206,3 +206,28 @@ def test_copy_speculation_leaves_greedy_output_unchanged(
     assert seen.count(4) == len(prompts) and seen.count(None) == len(prompts)
     copying.generate_batch(prompts[:2], params)  # a batch of two decodes without it
     assert seen[-1] is None
+
+
+async def test_the_loop_guard_cuts_a_looping_output_where_the_loop_closes(
+    tiny_lm_dir: Path, tmp_path: Path, generator: TransformersGenerator
+) -> None:
+    """The tiny random model falls into loops under greedy decoding: the guard ends those outputs early, as a
+    prefix of the plain output, the same whole, streamed, batched or with copy speculation."""
+    plain = GenerationParams(max_new_tokens=120)
+    guarded = GenerationParams(max_new_tokens=120, stop_loops=True)
+    unguarded = generator.generate_batch(PROMPTS, plain)
+    cut = generator.generate_batch(PROMPTS, guarded)
+    shortened = 0
+    for full, short in zip(unguarded, cut, strict=True):
+        assert full.text.startswith(short.text)
+        if short.completion_tokens < full.completion_tokens:
+            shortened += 1
+            assert short.finish_reason == "length"
+        else:
+            assert short == full  # no loop: nothing changes
+    assert shortened >= 2  # the test means something only if some outputs looped
+    copying = TransformersGenerator.load(str(tiny_lm_dir), cache_dir=tmp_path, prompt_lookup_tokens=4)
+    for prompt, short in zip(PROMPTS, cut, strict=True):
+        assert copying.generate_batch([prompt], guarded) == [short]  # lone call: speculation may overshoot
+        streamed = "".join([d async for d in generator.stream(prompt, guarded)])
+        assert streamed == short.text
