@@ -97,11 +97,11 @@ class ShardCorrector:
     """
 
     def __init__(self, config: BatchConfig, core: CoreConfig) -> None:
-        from aligner_proxy.batch.correctors import load_backend
-
         self.config = config
         self.loop = asyncio.new_event_loop()
-        self.backend: CorrectionBackend = load_backend(config, core)
+        # Loaded inside the actor's loop, as the local engine loads it inside its own: a backend that binds
+        # to the running loop when built (vLLM's async engine) then finds the loop it will run in.
+        self.backend: CorrectionBackend = self.loop.run_until_complete(_load_backend(config, core))
         self.job = CorrectionJob(self.backend, policy_for(config), row_mapping(config))
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, list[Any]]:
@@ -129,6 +129,12 @@ class ShardCorrector:
         return out
 
 
+async def _load_backend(config: BatchConfig, core: CoreConfig) -> CorrectionBackend:
+    from aligner_proxy.batch.correctors import load_backend
+
+    return load_backend(config, core)
+
+
 def correct_with_ray(
     config: BatchConfig,
     core: CoreConfig | None = None,
@@ -151,7 +157,11 @@ def correct_with_ray(
     source = source or FileSource(config.input_path, id_field=config.id_field, split=config.split)
     started_ray = not ray.is_initialized()
     if started_ray:
-        ray.init(address=config.ray_address, include_dashboard=False, logging_level=logging.WARNING)
+        # Actors' own output (progress bars of model loading) stays in Ray's logs; their failures reach the user
+        # through the error this raises.
+        ray.init(
+            address=config.ray_address, include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False
+        )
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = False
     try:
@@ -227,5 +237,7 @@ def _run(
 
 
 def _cause(exc: BaseException) -> str:
+    """The root of a Ray error: its message ends with the remote traceback, whose last line names it."""
     cause = getattr(exc, "cause", None) or exc
-    return f"{type(cause).__name__}: {cause}"
+    lines = [line.strip() for line in str(cause).splitlines() if line.strip()]
+    return lines[-1] if lines else type(cause).__name__
