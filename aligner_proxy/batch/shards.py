@@ -16,8 +16,8 @@ Layout of the output directory::
 Guarantees, and how they are kept:
 
 - **A shard file is whole or absent.** It is written under a temporary name,
-  fsynced and renamed; a kill leaves at most a temporary file, removed on the
-  next open.
+  fsynced and renamed; a kill leaves at most a temporary file (of a shard or
+  of the manifest), removed on the next open.
 - **The manifest never lies.** It is rewritten atomically (temporary file +
   rename) after each shard file. A kill between the two renames leaves a
   finished shard the manifest does not list: the next open reads it back in.
@@ -114,8 +114,9 @@ class ShardedOutput:
                     f"re-run with --shard-rows {self.manifest.shard_rows} to resume it"
                 )
         for entry in self.path.iterdir():
-            if entry.name.startswith(".shard-") and ".tmp-" in entry.name:
+            if entry.name.startswith(".") and ".tmp-" in entry.name:  # a shard or manifest a kill cut short
                 entry.unlink()
+                continue
             match = _SHARD_FILE.match(entry.name)
             if match and int(match.group(1)) not in self.manifest.shards:
                 self._recover(int(match.group(1)), entry)

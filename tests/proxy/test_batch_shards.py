@@ -35,13 +35,14 @@ def test_a_kill_between_the_shard_and_the_manifest_loses_nothing(tmp_path: Path)
     # What a kill can leave: a finished shard 1 not yet in the manifest, a half-written shard 2.
     (out / shard_name(1)).write_bytes(encode_records(records(["c", "d"], frozenset({"d"}))))
     (out / ".shard-00002.jsonl.tmp-123").write_text('{"row_id": "e", "correc')
+    (out / ".manifest.json.tmp-123").write_text('{"version": 1, "sha')
 
     with ShardedOutput(out, shard_rows=2) as output:
         assert output.is_done(0, ids_digest(["a", "b"])) and output.is_done(1, ids_digest(["c", "d"]))
         assert not output.is_done(2, ids_digest(["e"]))
         assert not output.is_done(1, ids_digest(["c", "d"]), retry_failed=True)  # shard 1 has a failed row
         assert not output.is_done(0, ids_digest(["a", "x"]))  # the input changed there: redo, never mix
-    assert not list(out.glob(".shard-*"))
+    assert not list(out.glob(".*.tmp-*"))
     manifest = json.loads((out / MANIFEST).read_text())
     assert manifest["shards"]["1"] == {"rows": 2, "failed": 1, "ids": ids_digest(["c", "d"])}
     assert [r["row_id"] for r in read_shards(out)] == ["a", "b", "c", "d"]
