@@ -88,7 +88,13 @@ def test_ray_engine_writes_the_local_engines_rows(
     assert {int(k): v["rows"] for k, v in manifest["shards"].items()} == {0: 4, 1: 4, 2: 4}
     assert manifest["shards"]["2"]["failed"] == 1
 
-    assert "done 0, skipped 12, failed 0" in correct(source, shards, model_args, *ray_args)
+    parquet = tmp_path / "all.parquet"
+    assert "done 0, skipped 12, failed 0" in correct(
+        source, shards, model_args, *ray_args, "--parquet-out", str(parquet)
+    )
+    import pyarrow.parquet as pq
+
+    assert pq.read_table(parquet).column("row_id").to_pylist() == [r["row_id"] for r in expected]
     with ShardedOutput(shards, shard_rows=4), pytest.raises(OutputLockedError):
         ShardedOutput(shards, shard_rows=4).open()
     with pytest.raises(ValueError, match="--shard-rows 4"):
