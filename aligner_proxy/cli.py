@@ -7,7 +7,6 @@ Flags override ``ALIGNER_*`` env vars, which override the YAML ``--config``.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 from pathlib import Path
@@ -168,13 +167,19 @@ def correct(
     seed: Annotated[int | None, typer.Option(help=_batch_help("seed"))] = _default("seed"),
     retry_failed: Annotated[bool, typer.Option(help=_batch_help("retry_failed"))] = _default("retry_failed"),
     fsync: Annotated[bool, typer.Option(help=_batch_help("fsync"))] = _default("fsync"),
+    engine: Annotated[str, typer.Option(help=_batch_help("engine"))] = _default("engine"),
+    ray_address: Annotated[str | None, typer.Option(help=_batch_help("ray_address"))] = None,
+    num_actors: Annotated[int, typer.Option(help=_batch_help("num_actors"))] = _default("num_actors"),
+    shard_rows: Annotated[int, typer.Option(help=_batch_help("shard_rows"))] = _default("shard_rows"),
+    cpus_per_actor: Annotated[float, typer.Option(help=_batch_help("cpus_per_actor"))] = _default("cpus_per_actor"),
+    gpus_per_actor: Annotated[float | None, typer.Option(help=_batch_help("gpus_per_actor"))] = None,
     corrector: CorrectorOpt = None,
     corrector_adapter: AdapterOpt = None,
     scorer: ScorerOpt = None,
     log_level: Annotated[str, typer.Option(help="debug, info, warning")] = "warning",
 ) -> None:
     """Correct every row of a file (resumable: re-run the same command to finish an interrupted run)."""
-    from aligner_proxy.batch import BatchConfig, OutputLockedError, acorrect_file
+    from aligner_proxy.batch import BatchConfig, OutputLockedError, correct_file
     from aligner_proxy.core.backends import BackendError
     from aligner_proxy.core.errors import ModelNotFoundError
 
@@ -203,15 +208,21 @@ def correct(
             seed=seed,
             retry_failed=retry_failed,
             fsync=fsync,
+            engine=engine,  # type: ignore[arg-type]
+            ray_address=ray_address,
+            num_actors=num_actors,
+            shard_rows=shard_rows,
+            cpus_per_actor=cpus_per_actor,
+            gpus_per_actor=gpus_per_actor,
         )
     except ValueError as exc:
-        console.print(f"[red]error:[/red] {exc} (see --mode / --backend / --url)")
+        console.print(f"[red]error:[/red] {exc} (see --mode / --backend / --engine / --url)")
         raise typer.Exit(2) from None
     settings = _settings(config, corrector_model=corrector, corrector_adapter=corrector_adapter, scorer=scorer)
     progress, on_progress = _progress_bar()
     try:
         with progress:
-            stats = asyncio.run(acorrect_file(batch, core=settings.core_config(), progress=on_progress))
+            stats = correct_file(batch, core=settings.core_config(), progress=on_progress)
     except (FileNotFoundError, ModelNotFoundError, OutputLockedError) as exc:
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from None

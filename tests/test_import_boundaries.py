@@ -35,6 +35,12 @@ def test_training_evals_and_batch_import_no_server(module: str) -> None:
     assert offending(modules) == []
 
 
+def test_the_batch_tools_and_the_cli_import_ray_only_when_the_ray_engine_runs() -> None:
+    modules = imported_after("import aligner_proxy.batch, aligner_proxy.batch.ray_engine, aligner_proxy.cli")
+    assert "aligner_proxy.batch.ray_engine" in modules
+    assert not {m for m in modules if m == "ray" or m.startswith("ray.")}
+
+
 def test_the_core_imports_no_server_no_web_framework_and_no_wire_models() -> None:
     code = (
         "import importlib, pkgutil, aligner_proxy.core as core\n"

@@ -266,7 +266,8 @@ def train_corrector(config: CorrectorSFTConfig) -> Path:
     """Run warm-up then Q-A-C SFT; save the adapter (or model) with its tokenizer and a card in ``output_dir``.
 
     Resumes from the newest checkpoint under ``output_dir/checkpoints`` when
-    ``config.resume`` is set. Returns ``output_dir``.
+    ``config.resume`` is set. Returns ``output_dir``. Under ``accelerate launch`` every
+    process trains its share and the main process alone writes the card and metrics.
     """
     from training.cards import TrainingCost, write_model_card
 
@@ -282,7 +283,9 @@ def train_corrector(config: CorrectorSFTConfig) -> Path:
     metrics: dict[str, float] = {"train_loss": float(result.training_loss), "steps": float(result.global_step)}
     if trainer.eval_dataset is not None:
         metrics.update({k: float(v) for k, v in trainer.evaluate().items() if isinstance(v, int | float)})
-    trainer.save_model(str(out))
+    trainer.save_model(str(out))  # every process: FSDP / ZeRO-3 gather the weights here
+    if not trainer.is_world_process_zero():  # under accelerate launch, one process writes the rest
+        return out
     _cast_adapter(out, config.save_dtype)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     write_model_card(

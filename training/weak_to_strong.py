@@ -318,12 +318,16 @@ def _in_order(records: list[dict[str, Any]], inputs: list[dict[str, Any]], key: 
 
 
 def fine_tune(
-    config: WeakToStrongConfig, start: str, rows: list[dict[str, Any]], round_dir: Path
+    config: WeakToStrongConfig, start: str, rows: list[dict[str, Any]], round_dir: Path, state: Any = None
 ) -> tuple[Path, dict[str, float]]:
     """Train a LoRA adapter on ``rows`` (SFT or DPO), merge it, and save the merged policy under ``round_dir``.
 
     A policy directory with the round marker is reused as is; an interrupted
-    training resumes from its newest checkpoint.
+    training resumes from its newest checkpoint. Under ``accelerate launch``
+    (``state``: accelerate's ``PartialState``) every process trains its share
+    (DDP, FSDP or DeepSpeed, as the launch config says); the main process then
+    merges the saved adapter into a fresh copy of the base, which works
+    whatever wrapped or sharded the trained model, and the others wait for it.
     """
     policy_dir = round_dir / "policy"
     marker = policy_dir / _DONE_MARKER
@@ -380,12 +384,20 @@ def fine_tune(
     started = time.perf_counter()
     result = trainer.train(resume_from_checkpoint=latest_checkpoint(round_dir / "checkpoints"))
     wall = time.perf_counter() - started
-    trainer.save_model(str(round_dir / "adapter"))
+    trainer.save_model(str(round_dir / "adapter"))  # every process: FSDP / ZeRO-3 gather the weights here
     metrics = {"train_loss": float(result.training_loss), "steps": float(result.global_step), "rows": float(len(rows))}
+    del trainer, model
+    gc.collect()
+    if state is not None and not state.is_main_process:
+        state.wait_for_everyone()  # the main process writes the merged policy
+        return policy_dir, metrics
+
+    from peft import PeftModel
 
     tmp = policy_dir.with_name(".policy.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    merged = trainer.model.merge_and_unload()
+    base = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+    merged = PeftModel.from_pretrained(base, str(round_dir / "adapter")).merge_and_unload()
     merged.save_pretrained(str(tmp))
     tokenizer.save_pretrained(str(tmp))
     write_model_card(
@@ -400,9 +412,11 @@ def fine_tune(
     (tmp / _DONE_MARKER).write_text(json.dumps({"start": start, "training": metrics}, indent=2) + "\n")
     shutil.rmtree(policy_dir, ignore_errors=True)
     os.replace(tmp, policy_dir)
-    del trainer, merged, model
+    del merged, base
     gc.collect()
     logger.info("round policy written to %s: %s", policy_dir, metrics)
+    if state is not None:
+        state.wait_for_everyone()
     return policy_dir, metrics
 
 
@@ -410,11 +424,20 @@ def fine_tune(
 
 
 def run(config: WeakToStrongConfig) -> dict[str, Any]:
-    """Every round, then ``report.json`` / ``report.md`` under ``output_dir``; returns the report."""
+    """Every round, then ``report.json`` / ``report.md`` under ``output_dir``; returns the report.
+
+    Under ``accelerate launch`` with several processes (docs/training.md), the
+    main process alone answers, corrects, evaluates and writes (the batch
+    stages are resumable files, one writer each); the training rows go to
+    every process, and all of them train.
+    """
+    from accelerate import PartialState
+
+    state = PartialState()
     out = Path(config.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     train_rounds, eval_prompts = load_prompts(config)
-    stages = Stages(config)
+    stages = Stages(config) if state.is_main_process else None
     models = {
         "strong policy": config.strong_model,
         "weak Aligner": config.corrector_model + (f" + {config.corrector_adapter}" if config.corrector_adapter else ""),
@@ -423,32 +446,48 @@ def run(config: WeakToStrongConfig) -> dict[str, Any]:
     report: dict[str, Any] = {"config": asdict(config), "models": models, "rounds": [], "eval": {}}
     try:
         policy = config.strong_model
-        report["eval"]["round-0"] = stages.evaluate(policy, eval_prompts, out / "eval" / "round-0.jsonl")
+        if stages is not None:
+            report["eval"]["round-0"] = stages.evaluate(policy, eval_prompts, out / "eval" / "round-0.jsonl")
         for number, prompts in enumerate(train_rounds, start=1):
             round_dir = out / f"round-{number}"
-            answers = stages.answer(policy, prompts, round_dir / "answers.jsonl")
-            corrections = stages.correct(answers, round_dir / "corrections.jsonl")
-            sft, preference = build_supervision(corrections)
-            save_supervision(sft, preference, round_dir / "data", {**models, "strong policy": policy})
-            policy_dir, training = fine_tune(config, policy, sft if config.method == "sft" else preference, round_dir)
+            rows: list[dict[str, Any]] = []
+            supervision: dict[str, float] = {}
+            if stages is not None:
+                answers = stages.answer(policy, prompts, round_dir / "answers.jsonl")
+                corrections = stages.correct(answers, round_dir / "corrections.jsonl")
+                sft, preference = build_supervision(corrections)
+                save_supervision(sft, preference, round_dir / "data", {**models, "strong policy": policy})
+                rows = sft if config.method == "sft" else preference
+                supervision = supervision_stats(corrections, sft, preference, config.threshold)
+            rows = _from_main_process(state, rows)
+            policy_dir, training = fine_tune(config, policy, rows, round_dir, state)
             policy = str(policy_dir)
             report["rounds"].append(
-                {
-                    "round": number,
-                    "policy": policy,
-                    "supervision": supervision_stats(corrections, sft, preference, config.threshold),
-                    "training": training,
-                }
+                {"round": number, "policy": policy, "supervision": supervision, "training": training}
             )
-            report["eval"][f"round-{number}"] = stages.evaluate(
-                policy, eval_prompts, out / "eval" / f"round-{number}.jsonl"
-            )
+            if stages is not None:
+                report["eval"][f"round-{number}"] = stages.evaluate(
+                    policy, eval_prompts, out / "eval" / f"round-{number}.jsonl"
+                )
     finally:
-        stages.close()
+        if stages is not None:
+            stages.close()
+    if not state.is_main_process:
+        return report
     (out / "report.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
     (out / "report.md").write_text(render_report(report), encoding="utf-8")
     logger.info("weak-to-strong report written to %s", out / "report.md")
     return report
+
+
+def _from_main_process(state: Any, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The main process's training rows on every process (a no-op in a single process)."""
+    if state.num_processes == 1:
+        return rows
+    from accelerate.utils import broadcast_object_list
+
+    shared: list[Any] = broadcast_object_list([rows], from_process=0)
+    return list(shared[0])
 
 
 def render_report(report: dict[str, Any]) -> str:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, fields
 from typing import Literal
 
 BackendKind = Literal["local", "vllm", "proxy", "openai"]
+EngineKind = Literal["local", "ray"]
 
 
 @dataclass
@@ -23,7 +24,10 @@ class BatchConfig:
     input_path: str = field(
         default="", metadata={"help": "JSONL, CSV or Parquet file, a `datasets` directory, or a Hub dataset id."}
     )
-    output_path: str = field(default="", metadata={"help": "JSONL output, appended to and resumed."})
+    output_path: str = field(
+        default="",
+        metadata={"help": "JSONL output, appended to and resumed (--engine ray: a directory of shards + manifest)."},
+    )
     parquet_path: str | None = field(
         default=None, metadata={"help": "Also write the finished output as Parquet here (needs pyarrow)."}
     )
@@ -73,6 +77,24 @@ class BatchConfig:
     seed: int | None = field(default=0, metadata={"help": "Sampling seed, applied per row when temperature > 0."})
     retry_failed: bool = field(default=False, metadata={"help": "Drop failed rows from the output and redo them."})
     fsync: bool = field(default=True, metadata={"help": "fsync the output after every batch (power-loss safe)."})
+    engine: EngineKind = field(
+        default="local",
+        metadata={
+            "help": "local: one process; ray: shards of rows corrected by a pool of Ray actors (ray extra), "
+            "each loading the backend once."
+        },
+    )
+    ray_address: str | None = field(
+        default=None, metadata={"help": "Ray cluster to join (e.g. auto, ray://head:10001); default: a local one."}
+    )
+    num_actors: int = field(default=1, metadata={"help": "Ray engine: actors, each with its own copy of the models."})
+    shard_rows: int = field(
+        default=1000, metadata={"help": "Ray engine: rows per shard, the unit written, resumed and scheduled."}
+    )
+    cpus_per_actor: float = field(default=1.0, metadata={"help": "Ray engine: CPUs reserved per actor."})
+    gpus_per_actor: float | None = field(
+        default=None, metadata={"help": "Ray engine: GPUs reserved per actor (default: 1 with --backend vllm, else 0)."}
+    )
 
     def __post_init__(self) -> None:
         if self.mode not in ("always", "gated"):
@@ -85,6 +107,18 @@ class BatchConfig:
             raise ValueError("batch_size and concurrency must be >= 1")
         if self.limit is not None and self.limit < 0:
             raise ValueError("limit must be >= 0")
+        if self.engine not in ("local", "ray"):
+            raise ValueError(f"engine must be local or ray, not {self.engine!r}")
+        if self.num_actors < 1 or self.shard_rows < 1:
+            raise ValueError("num_actors and shard_rows must be >= 1")
+        if self.cpus_per_actor < 0 or (self.gpus_per_actor is not None and self.gpus_per_actor < 0):
+            raise ValueError("cpus_per_actor and gpus_per_actor must be >= 0")
+
+    def actor_gpus(self) -> float:
+        """GPUs one Ray actor reserves: vLLM needs one; the transformers backend runs on CPU unless told."""
+        if self.gpus_per_actor is not None:
+            return self.gpus_per_actor
+        return 1.0 if self.backend == "vllm" else 0.0
 
 
 def help_text(name: str) -> str:

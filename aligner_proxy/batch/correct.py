@@ -164,6 +164,10 @@ def policy_for(config: BatchConfig) -> PolicyConfig:
     return PolicyConfig(mode=config.mode, threshold=config.threshold, block=False, failure_policy="fail_closed")
 
 
+def row_mapping(config: BatchConfig) -> RowMapping:
+    return RowMapping(config.question_field, config.answer_field, config.messages_field, config.max_input_chars)
+
+
 async def acorrect_file(
     config: BatchConfig,
     backend: CorrectionBackend | None = None,
@@ -177,8 +181,11 @@ async def acorrect_file(
     ``backend`` defaults to :func:`load_backend` with ``core`` (default: the
     core's defaults; the CLI passes what its settings and flags name); a backend
     passed in is not closed.
-    ``source`` overrides the input file (rows built in code).
+    ``source`` overrides the input file (rows built in code). The Ray engine is
+    not async: :func:`correct_file` runs it.
     """
+    if config.engine != "local":
+        raise ValueError(f"acorrect_file runs the local engine; correct_file runs --engine {config.engine}")
     source = source or FileSource(config.input_path, id_field=config.id_field, split=config.split)
     owned = backend is None
     with ResumableWriter(config.output_path, fsync=config.fsync) as writer:
@@ -187,8 +194,7 @@ async def acorrect_file(
         if backend is None:
             backend = load_backend(config, core or CoreConfig())
         _warn_on_config_change(writer, config, backend.threshold(policy_for(config)))
-        mapping = RowMapping(config.question_field, config.answer_field, config.messages_field, config.max_input_chars)
-        job = CorrectionJob(backend, policy_for(config), mapping)
+        job = CorrectionJob(backend, policy_for(config), row_mapping(config))
         try:
             stats = await run_resumable(
                 source,
@@ -216,8 +222,18 @@ def correct_file(
     core: CoreConfig | None = None,
     progress: ProgressFn | None = None,
 ) -> RunStats:
-    """Blocking :func:`acorrect_file` for scripts and notebooks without a running event loop."""
+    """Blocking :func:`acorrect_file` for scripts and notebooks, or the Ray engine when ``config.engine`` says so.
+
+    The Ray engine loads its own backends in its actors: ``backend`` must be None.
+    """
     import asyncio
+
+    if config.engine == "ray":
+        from aligner_proxy.batch.ray_engine import correct_with_ray
+
+        if backend is not None:
+            raise ValueError("the ray engine loads its backend in each actor; pass core=, not backend=")
+        return correct_with_ray(config, core, progress=progress)
 
     return asyncio.run(acorrect_file(config, backend, core=core, progress=progress))
 

@@ -25,12 +25,11 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
 from aligner_proxy.batch.readers import InputRow, RowError, RowSource
-from aligner_proxy.batch.writer import ResumableWriter
 from aligner_proxy.core.errors import AlignmentError
 
 logger = logging.getLogger(__name__)
@@ -58,6 +57,46 @@ class BatchJob(Protocol[T]):
     def failed(self, error: str) -> dict[str, Any]:
         """The fields of an error row (``error`` set, the job's other fields null)."""
         ...
+
+
+class RecordSink(Protocol):
+    """Where finished records go: :class:`~aligner_proxy.batch.writer.ResumableWriter` or :class:`RecordList`.
+
+    ``done`` maps the ids already there to whether they failed; the loop skips them.
+    """
+
+    @property
+    def done(self) -> Mapping[str, bool]: ...
+
+    def append(self, records: Sequence[Mapping[str, Any]]) -> None: ...
+
+
+class RecordList:
+    """Records kept in memory, in the order written: a shard of the Ray engine, whose file its driver writes."""
+
+    def __init__(self) -> None:
+        self.records: list[dict[str, Any]] = []
+        self.done: dict[str, bool] = {}
+
+    def append(self, records: Sequence[Mapping[str, Any]]) -> None:
+        for record in records:
+            self.records.append(dict(record))
+            self.done[str(record["row_id"])] = record.get("error") is not None
+
+
+class RowsSource:
+    """Rows already read (ids, positions and errors set): a shard handed to a worker."""
+
+    def __init__(self, rows: Sequence[InputRow], name: str) -> None:
+        self._rows = list(rows)
+        self._name = name
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    def rows(self) -> Iterator[InputRow]:
+        return iter(self._rows)
 
 
 @dataclass
@@ -102,7 +141,7 @@ ProgressFn = Callable[[RunStats], None]
 async def run_resumable(
     source: RowSource,
     job: BatchJob[T],
-    writer: ResumableWriter,
+    writer: RecordSink,
     *,
     batch_size: int = 8,
     concurrency: int = 1,
@@ -111,10 +150,11 @@ async def run_resumable(
 ) -> RunStats:
     """Process every row of ``source`` whose id is not yet in ``writer`` and append the results.
 
-    ``writer`` must be open. ``limit`` restricts the run to the first rows of
-    the input (done or not), so re-running with the same limit finishes the
-    same slice. ``progress`` is called once the work left is known and after
-    every written batch.
+    ``writer`` must be open (a :class:`RecordList` keeps the records in
+    memory). ``limit`` restricts the run to the first rows of the input (done
+    or not), so re-running with the same limit finishes the same slice.
+    ``progress`` is called once the work left is known and after every
+    written batch.
     """
     if batch_size < 1 or concurrency < 1:
         raise ValueError("batch_size and concurrency must be >= 1")

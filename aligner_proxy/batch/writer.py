@@ -70,7 +70,7 @@ class ResumableWriter:
     def open(self) -> None:
         """Lock the file, cut a torn last line, and read which ids are done."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._fd = _open_locked(self.path)
+        self._fd = open_locked(self.path)
         self._repair_tail()
         self.done.clear()
         self.unreadable_lines = 0
@@ -124,9 +124,7 @@ class ResumableWriter:
             raise RuntimeError("ResumableWriter.append before open()")
         if not records:
             return
-        lines = [json.dumps(dict(r), ensure_ascii=False, default=str) + "\n" for r in records]
-        data = "".join(lines).encode("utf-8")
-        view = memoryview(data)
+        view = memoryview(encode_records(records))
         while view:
             written = os.write(self._fd, view)
             view = view[written:]
@@ -143,7 +141,7 @@ class ResumableWriter:
         if not failed:
             return 0
         tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
-        fd = _open_locked(tmp, truncate=True)
+        fd = open_locked(tmp, truncate=True)
         try:
             with self.path.open("rb") as handle:
                 kept = bytearray()
@@ -163,7 +161,7 @@ class ResumableWriter:
             raise
         os.close(self._fd)
         self._fd = fd
-        _fsync_dir(self.path.parent)
+        fsync_dir(self.path.parent)
         for key in failed:
             del self.done[key]
         logger.info("%s: dropped %d failed rows to redo them", self.path, len(failed))
@@ -175,7 +173,29 @@ class ResumableWriter:
             self._fd = None
 
 
-def _open_locked(path: Path, *, truncate: bool = False) -> int:
+def encode_records(records: Sequence[Mapping[str, Any]]) -> bytes:
+    """JSONL bytes of ``records``, one line each: the one encoding every batch output uses."""
+    return "".join(json.dumps(dict(r), ensure_ascii=False, default=str) + "\n" for r in records).encode("utf-8")
+
+
+def write_atomically(path: Path, data: bytes, *, fsync: bool = True) -> None:
+    """Write ``data`` to a temporary name beside ``path``, then rename: readers see all of it or nothing."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with tmp.open("wb") as handle:
+            handle.write(data)
+            if fsync:
+                handle.flush()
+                os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    if fsync:
+        fsync_dir(path.parent)
+
+
+def open_locked(path: Path, *, truncate: bool = False) -> int:
     flags = os.O_RDWR | os.O_CREAT | os.O_APPEND | (os.O_TRUNC if truncate else 0)
     fd = os.open(path, flags, 0o644)
     try:
@@ -186,7 +206,7 @@ def _open_locked(path: Path, *, truncate: bool = False) -> int:
     return fd
 
 
-def _fsync_dir(directory: Path) -> None:
+def fsync_dir(directory: Path) -> None:
     fd = os.open(directory, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -215,12 +235,16 @@ def write_parquet(jsonl_path: str | Path, parquet_path: str | Path) -> int:
     types across rows (a number in one, a string in another) cannot be a
     Parquet column and raises ``ValueError`` naming it.
     """
+    return records_to_parquet(read_records(jsonl_path), parquet_path)
+
+
+def records_to_parquet(records: Sequence[Mapping[str, Any]], parquet_path: str | Path) -> int:
+    """Write ``records`` as one Parquet file (atomically); returns the row count. See :func:`write_parquet`."""
     try:
         import pyarrow as pa
         import pyarrow.parquet as pq
     except ImportError as exc:
         raise RuntimeError("writing Parquet needs pyarrow: pip install pyarrow") from exc
-    records = read_records(jsonl_path)
     keys = list(dict.fromkeys(key for record in records for key in record))
     columns = {}
     for key in keys:
