@@ -65,6 +65,11 @@ LICENCES: dict[str, tuple[str, str]] = {
         "instructions + safe outputs: vinid/safety-tuned-llamas safety-only data; answers: SmolLM2-135M-Instruct",
         "CC BY-NC 4.0 (instructions, outputs); answers from SmolLM2 (Apache-2.0)",
     ),
+    "pku-saferlhf-smollm2": (
+        "questions: PKU-SafeRLHF (ThuCCSLab/JailbreakEval sample) with a human-labelled unsafe answer; "
+        "answers: SmolLM2-135M-Instruct",
+        "CC BY-NC 4.0 (questions, paired safe answers); answers from SmolLM2 (Apache-2.0)",
+    ),
     "sensitive-benign": ("this project (`training/data/sensitive_benign.jsonl`): questions and answers", "Apache-2.0"),
     "sensitive-benign-smollm2": (
         "questions: this project (`training/data/sensitive_benign.jsonl`); answers: SmolLM2-135M-Instruct",
