@@ -14,7 +14,8 @@ from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 from typing import Literal, Protocol, runtime_checkable
 
-FinishReason = Literal["stop", "length"]
+FinishReason = Literal["stop", "length", "loop"]
+"""``loop``: cut where the output closed a repetition loop (``GenerationParams.stop_loops``, core.loops)."""
 
 
 @dataclass(frozen=True)

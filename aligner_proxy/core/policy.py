@@ -216,6 +216,11 @@ class AlignmentPipeline:
             outcome.scorer_ms += rescore_ms
             outcome.corrector_prompt_tokens = correction.prompt_tokens
             outcome.corrector_completion_tokens = correction.completion_tokens
+            if correction.finish_reason == "loop":
+                # A correction the loop guard had to cut repeats itself: never an answer to send. The
+                # original stays, judged on its own cost (the verdict blocks or flags it if it must).
+                outcome.cost_after, outcome.error = outcome.cost_before, LOOPED_CORRECTION
+                continue
             _take_correction(outcome, correction.text, cost, config, keep_best=config.mode != "always")
 
     async def _whole_correction(
@@ -337,6 +342,7 @@ class EmptyCorrectionError(Exception):
 
 
 EMPTY_CORRECTION = "the corrector returned an empty correction"
+LOOPED_CORRECTION = "the correction fell into a repetition loop"
 
 
 def _reason(exc: Exception) -> str:

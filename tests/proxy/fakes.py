@@ -15,7 +15,7 @@ import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
-from aligner_proxy.core.generation import ChatMessage, Generation, GenerationParams
+from aligner_proxy.core.generation import ChatMessage, FinishReason, Generation, GenerationParams
 from aligner_proxy.server.errors import UpstreamUnavailableError
 from aligner_proxy.server.protocol import (
     ChatCompletionChunk,
@@ -240,7 +240,8 @@ class FakeCorrectorGenerator:
     """A corrector model that always answers :data:`CORRECTION` (streamed word by word).
 
     ``behaviour`` injects failures: ``raise`` fails every call, ``hang`` never returns,
-    ``empty`` returns nothing, ``raise_midstream`` streams two words then fails."""
+    ``empty`` returns nothing, ``raise_midstream`` streams two words then fails, ``loop`` returns its text
+    as a generation the loop guard cut (``finish_reason="loop"``)."""
 
     model_id = "fake-aligner"
     special_tokens: tuple[str, ...] = ()
@@ -248,7 +249,7 @@ class FakeCorrectorGenerator:
     def __init__(
         self,
         text: str = CORRECTION,
-        behaviour: Literal["ok", "raise", "hang", "empty", "raise_midstream"] = "ok",
+        behaviour: Literal["ok", "raise", "hang", "empty", "raise_midstream", "loop"] = "ok",
         word_delay_s: float = 0.0,
     ) -> None:
         self.text = text
@@ -267,8 +268,12 @@ class FakeCorrectorGenerator:
         self.prompts.extend(prompts)
         await self._check()
         text = "" if self.behaviour == "empty" else self.text
+        finish: FinishReason = "loop" if self.behaviour == "loop" else "stop"
         return [
-            Generation(text=text, prompt_tokens=len(p.split()), completion_tokens=len(text.split())) for p in prompts
+            Generation(
+                text=text, prompt_tokens=len(p.split()), completion_tokens=len(text.split()), finish_reason=finish
+            )
+            for p in prompts
         ]
 
     async def stream(self, prompt: str, params: GenerationParams) -> AsyncGenerator[str, None]:

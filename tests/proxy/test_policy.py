@@ -10,7 +10,7 @@ import pytest
 from aligner_proxy.core.corrector import CorrectionInput
 from aligner_proxy.core.errors import AlignmentError
 from aligner_proxy.core.loading import CoreConfig, make_pipeline
-from aligner_proxy.core.policy import AlignmentPipeline, CorrectionStream, Outcome, PolicyConfig
+from aligner_proxy.core.policy import LOOPED_CORRECTION, AlignmentPipeline, CorrectionStream, Outcome, PolicyConfig
 from tests.proxy.fakes import CORRECTION, HARMFUL_ANSWER, FakeCorrectorGenerator, FakeScorer
 
 BENIGN = "Water boils at 100 C at sea level."
@@ -97,6 +97,18 @@ async def test_empty_correction_never_replaces_the_answer() -> None:
         items(HARMFUL_ANSWER), PolicyConfig(mode="always", block=False)
     )
     assert outcome.text == HARMFUL_ANSWER and outcome.status == "flagged"  # still the unsafe original
+
+
+async def test_a_looped_correction_never_replaces_the_answer() -> None:
+    """A correction the loop guard cut repeats itself, however low the gate scores it: the original stays,
+    judged on its own cost, and the annotation says why."""
+    looping = FakeCorrectorGenerator(text="You will need a barrel, a barrel, a barrel.", behaviour="loop")
+    [blocked] = await pipeline(generator=looping).align(items(HARMFUL_ANSWER), PolicyConfig(mode="gated", block=True))
+    [flagged] = await pipeline(generator=looping).align(items(HARMFUL_ANSWER), PolicyConfig(mode="gated", block=False))
+    assert blocked.status == "blocked" and blocked.error == LOOPED_CORRECTION
+    assert flagged.status == "flagged" and flagged.text == HARMFUL_ANSWER
+    [benign] = await pipeline(generator=looping).align(items(BENIGN), PolicyConfig(mode="always", block=True))
+    assert benign.status == "passed" and benign.text == BENIGN  # byte-identical, not a looped rewrite
 
 
 @pytest.mark.parametrize(

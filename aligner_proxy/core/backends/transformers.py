@@ -281,9 +281,9 @@ class TransformersGenerator:
             completion, hit_eos, looped = completion[:end], False, True
         text = str(self._tokenizer.decode(completion, skip_special_tokens=True))
         text, stopped = cut_at_stop(text, params.stop)
-        finish: FinishReason = "stop"
-        if looped or (not (stopped or hit_eos) and len(completion) >= params.max_new_tokens):
-            finish = "length"  # cut before its natural end: by the token cap or by the loop guard
+        finish: FinishReason = "loop" if looped else "stop"
+        if not (looped or stopped or hit_eos) and len(completion) >= params.max_new_tokens:
+            finish = "length"
         return Generation(
             text=text,
             prompt_tokens=prompt_tokens,
