@@ -102,9 +102,10 @@ class GuardrailServing(Serving):
             )
         question = self._question(request, request_id)
         items = [CorrectionInput(question=question, answer=text) for text in texts]
-        outcomes = await self.pipeline.align(items, routed.config, request_id=request_id)
+        asked = question_text(question)  # what the scorer sees, and the audit log records
+        prompts = [asked] * len(texts)
+        outcomes = await self.pipeline.align(items, routed.config, score_prompts=prompts, request_id=request_id)
         response = verdict(outcomes, routed.config)
-        asked = question_text(question)
         response.aligner = self.annotator.annotate(
             routed,
             dict(enumerate(outcomes)),
