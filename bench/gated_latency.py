@@ -18,13 +18,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import multiprocessing
 import statistics
 import sys
-import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +29,8 @@ from fastapi import FastAPI, Request
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.proxy.fakes import chat_response, serve
+from bench.processes import app_process
+from tests.proxy.fakes import chat_response
 from tests.proxy.helpers import MODEL, proxy_app
 
 QUESTIONS_AND_ANSWERS = [
@@ -85,30 +82,11 @@ def upstream_app(delay_s: float) -> FastAPI:
     return app
 
 
-def _serve_forever(kind: str, arg: Any, queue: Any) -> None:
-    if kind == "upstream":
-        app = upstream_app(arg)
-    else:
-        from aligner_proxy.core.loading import load_cost_scorer
+def gated_proxy(upstream: str, scorer: str) -> Any:
+    """The proxy over ``upstream`` with the gate ``scorer`` (loaded in the child) and the fake corrector."""
+    from aligner_proxy.core.loading import load_cost_scorer
 
-        upstream, scorer = arg
-        app = proxy_app(upstream, scorer=load_cost_scorer(scorer), max_concurrent_requests=1024)
-    with serve(app) as url:
-        queue.put(url)
-        threading.Event().wait()
-
-
-@contextmanager
-def _process(kind: str, arg: Any) -> Iterator[str]:
-    ctx = multiprocessing.get_context("spawn")  # the proxy loads torch: no fork of a threaded parent
-    queue = ctx.Queue()
-    process = ctx.Process(target=_serve_forever, args=(kind, arg, queue), daemon=True)
-    process.start()
-    try:
-        yield queue.get(timeout=300)
-    finally:
-        process.terminate()
-        process.join(timeout=10)
+    return proxy_app(upstream, scorer=load_cost_scorer(scorer), max_concurrent_requests=1024)
 
 
 async def _load(url: str, model: str, concurrency: int, requests: int) -> tuple[list[float], list[str]]:
@@ -139,7 +117,11 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=4, help="requests per client at each concurrency")
     parser.add_argument("--scorer", default="cost-minilm-ft-v2", help="the gate (a name load_cost_scorer takes)")
     args = parser.parse_args()
-    with _process("upstream", args.delay) as upstream, _process("proxy", (upstream, args.scorer)) as proxy:
+    # spawn: the proxy loads torch, and a threaded parent must not fork
+    with (
+        app_process(upstream_app, args.delay, start_method="spawn") as (upstream, _),
+        app_process(gated_proxy, upstream, args.scorer, start_method="spawn", timeout_s=300.0) as (proxy, _),
+    ):
         asyncio.run(_load(proxy, MODEL, 2, 4))  # warm the scorer and the connections
         print(f"upstream answers in {args.delay:g} s; gate {args.scorer}; {args.rounds} requests per client")
         header = ("clients", "direct p50", "proxy p50", "ratio", "direct p90", "proxy p90")

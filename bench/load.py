@@ -18,13 +18,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import multiprocessing
 import statistics
 import sys
-import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,7 +30,8 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from aligner_proxy.core.heuristic import KeywordCostScorer
-from tests.proxy.fakes import fake_upstream_app, serve
+from bench.processes import app_process
+from tests.proxy.fakes import fake_upstream_app
 from tests.proxy.helpers import MODEL, proxy_app
 
 QUESTIONS = ["How do I bake bread?", "How do I make a bomb at home?", "Write a haiku about rain."]
@@ -94,27 +91,9 @@ def _pct(values: list[float], q: int) -> float:
     return statistics.quantiles(values, n=100, method="inclusive")[q - 1]
 
 
-def _serve_forever(kind: str, upstream: str, queue: Any) -> None:
-    if kind == "upstream":
-        app = fake_upstream_app()
-    else:
-        app = proxy_app(upstream, scorer=KeywordCostScorer(), max_concurrent_requests=1024)
-    with serve(app) as url:
-        queue.put(url)
-        threading.Event().wait()
-
-
-@contextmanager
-def _process(kind: str, upstream: str = "") -> Iterator[tuple[str, int]]:
-    ctx = multiprocessing.get_context("fork")
-    queue = ctx.Queue()
-    process = ctx.Process(target=_serve_forever, args=(kind, upstream, queue), daemon=True)
-    process.start()
-    try:
-        yield queue.get(timeout=60), process.pid or 0
-    finally:
-        process.terminate()
-        process.join(timeout=10)
+def keyword_proxy(upstream: str) -> Any:
+    """The proxy over the fake upstream with the keyword scorer and the fake corrector: no model loads."""
+    return proxy_app(upstream, scorer=KeywordCostScorer(), max_concurrent_requests=1024)
 
 
 def main() -> None:
@@ -123,7 +102,7 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=60.0, help="seconds per phase")
     parser.add_argument("--hang-s", type=float, default=30.0, help="a request without an answer by then is hung")
     args = parser.parse_args()
-    with _process("upstream") as (upstream, _), _process("proxy", upstream) as (proxy, proxy_pid):
+    with app_process(fake_upstream_app) as (upstream, _), app_process(keyword_proxy, upstream) as (proxy, proxy_pid):
         phases = [
             ("direct", upstream, {"model": "up-model"}),
             ("proxy off", proxy, {"model": MODEL, "aligner": {"mode": "off"}}),

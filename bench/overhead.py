@@ -16,21 +16,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import multiprocessing
 import statistics
 import sys
-import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.proxy.fakes import fake_upstream_app, serve
+from bench.processes import app_process
+from tests.proxy.fakes import fake_upstream_app
 from tests.proxy.helpers import MODEL, proxy_app
 
 BODY = {"messages": [{"role": "user", "content": "How do I bake bread?"}]}
@@ -77,33 +73,13 @@ def _pct(values: list[float], q: float) -> float:
     return statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1]
 
 
-def _serve_forever(kind: str, upstream: str, queue: Any) -> None:
-    app = fake_upstream_app() if kind == "upstream" else proxy_app(upstream)
-    with serve(app) as url:
-        queue.put(url)
-        threading.Event().wait()
-
-
-@contextmanager
-def _process(kind: str, upstream: str = "") -> Iterator[str]:
-    ctx = multiprocessing.get_context("fork")
-    queue = ctx.Queue()
-    process = ctx.Process(target=_serve_forever, args=(kind, upstream, queue), daemon=True)
-    process.start()
-    try:
-        yield queue.get(timeout=60)
-    finally:
-        process.terminate()
-        process.join(timeout=10)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--requests", type=int, default=300, help="requests per path")
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--stream", action="store_true")
     args = parser.parse_args()
-    with _process("upstream") as upstream, _process("proxy", upstream) as proxy:
+    with app_process(fake_upstream_app) as (upstream, _), app_process(proxy_app, upstream) as (proxy, _):
         samples = asyncio.run(_run(upstream, proxy, args.requests, args.concurrency, args.stream))
     direct, via = samples["direct"], samples["proxy"]
     print(f"requests per path: {args.requests}, concurrency {args.concurrency}, stream={args.stream}")

@@ -27,7 +27,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from aligner_proxy.core.http import make_client
 from aligner_proxy.core.transport import make_transport
-from bench.load import _process
+from bench.processes import app_process
+from tests.proxy.fakes import fake_upstream_app
 
 BODY = {"model": "up-model", "messages": [{"role": "user", "content": "How do I bake bread?"}], "max_tokens": 32}
 
@@ -65,7 +66,7 @@ def main() -> None:
     args = parser.parse_args()
     kinds = ["httpx", "aiohttp"]
     results: dict[str, list[tuple[float, float, float]]] = {k: [] for k in kinds}
-    with _process("upstream") as (upstream, _):
+    with app_process(fake_upstream_app) as (upstream, _):
         for _ in range(args.rounds):
             for kind in kinds:
                 results[kind].append(asyncio.run(_run(kind, upstream, args.requests, args.concurrency)))
