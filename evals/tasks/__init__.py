@@ -7,8 +7,8 @@ write a task inline (its ``path`` then relative to the working directory)::
 
     tasks:
       - smoke_harmful                       # evals/tasks/smoke_harmful.yaml
-      - my_tasks/advbench.yaml              # a file of your own
-      - {name: xstest, path: /data/xstest.csv, prompt_field: prompt, label_field: label,
+      - my_tasks/red_team.yaml              # a file of your own
+      - {name: my_mixed, path: /data/my_mixed.csv, prompt_field: prompt, label_field: label,
          label_map: {safe: benign, unsafe: harmful}}
 """
 
