@@ -298,7 +298,7 @@ def score(
     prompts = [_field(r, prompt_field, input_path, n) for n, r in rows]
     completions = [_field(r, completion_field, input_path, n) for n, r in rows]
     settings = _settings(config, scorer=scorer)
-    cost_scorer = load_cost_scorer(settings.scorer, cache_dir=settings.cache_dir)
+    cost_scorer = load_cost_scorer(settings.scorer, cache_dir=settings.cache_dir, dtype=settings.scorer_dtype)
     costs = cost_scorer.score(prompts, completions)
     scored = ({**row, "cost": cost, "scorer": cost_scorer.model_id} for (_, row), cost in zip(rows, costs, strict=True))
     write_jsonl(output_path, scored)

@@ -82,11 +82,11 @@ def upstream_app(delay_s: float) -> FastAPI:
     return app
 
 
-def gated_proxy(upstream: str, scorer: str) -> Any:
-    """The proxy over ``upstream`` with the gate ``scorer`` (loaded in the child) and the fake corrector."""
+def gated_proxy(upstream: str, scorer: str, dtype: str) -> Any:
+    """The proxy over ``upstream``: the gate ``scorer`` in ``dtype`` (loaded in the child), the fake corrector."""
     from aligner_proxy.core.loading import load_cost_scorer
 
-    return proxy_app(upstream, scorer=load_cost_scorer(scorer), max_concurrent_requests=1024)
+    return proxy_app(upstream, scorer=load_cost_scorer(scorer, dtype=dtype), max_concurrent_requests=1024)
 
 
 async def _load(url: str, model: str, concurrency: int, requests: int) -> tuple[list[float], list[str]]:
@@ -116,14 +116,23 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 16])
     parser.add_argument("--rounds", type=int, default=4, help="requests per client at each concurrency")
     parser.add_argument("--scorer", default="cost-minilm-ft-v2", help="the gate (a name load_cost_scorer takes)")
+    parser.add_argument(
+        "--scorer-dtype", default="auto", choices=["auto", "float32", "bfloat16"], help="as ALIGNER_SCORER_DTYPE"
+    )
     args = parser.parse_args()
     # spawn: the proxy loads torch, and a threaded parent must not fork
     with (
         app_process(upstream_app, args.delay, start_method="spawn") as (upstream, _),
-        app_process(gated_proxy, upstream, args.scorer, start_method="spawn", timeout_s=300.0) as (proxy, _),
+        app_process(gated_proxy, upstream, args.scorer, args.scorer_dtype, start_method="spawn", timeout_s=300.0) as (
+            proxy,
+            _,
+        ),
     ):
         asyncio.run(_load(proxy, MODEL, 2, 4))  # warm the scorer and the connections
-        print(f"upstream answers in {args.delay:g} s; gate {args.scorer}; {args.rounds} requests per client")
+        print(
+            f"upstream answers in {args.delay:g} s; gate {args.scorer} ({args.scorer_dtype}); "
+            f"{args.rounds} requests per client"
+        )
         header = ("clients", "direct p50", "proxy p50", "ratio", "direct p90", "proxy p90")
         print("{:>7} {:>10} {:>9} {:>6} {:>10} {:>9}  passed".format(*header))
         for concurrency in args.concurrency:

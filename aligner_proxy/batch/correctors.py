@@ -236,7 +236,9 @@ def load_backend(config: BatchConfig, core: CoreConfig) -> CorrectionBackend:
             max_concurrency=config.concurrency,
         )
         pipeline = make_pipeline(
-            core, scorer=load_cost_scorer(core.scorer, cache_dir=core.cache_dir), corrector_generator=generator
+            core,
+            scorer=load_cost_scorer(core.scorer, cache_dir=core.cache_dir, dtype=core.scorer_dtype),
+            corrector_generator=generator,
         )
     else:
         if config.backend == "vllm":

@@ -34,6 +34,7 @@ logger = logging.getLogger(__name__)
 
 CorrectorBackend = Literal["transformers", "remote", "vllm"]
 Dtype = Literal["float32", "bfloat16", "float16"]
+ScorerDtype = Literal["auto", "float32", "bfloat16"]
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,7 @@ class CoreConfig:
     """Which scorer and corrector the pipeline runs, and the limits it runs them under."""
 
     scorer: str = COST_SCORER
+    scorer_dtype: ScorerDtype = "auto"  # bfloat16 where the CPU runs it natively (1.8x the gate's speed), else float32
     corrector_model: str = "smollm2"
     corrector_adapter: str | None = "auto"  # 'auto': the shipped Aligner on smollm2; 'none': zero-shot base
     corrector_backend: CorrectorBackend = "transformers"
@@ -127,16 +129,21 @@ class ModelLoader:
         return self.local_generator(c.corrector_model, adapter, prompt_lookup_tokens=c.corrector_prompt_lookup_tokens)
 
     def scorer(self) -> CostScorer:
-        return load_cost_scorer(self.config.scorer, cache_dir=self.config.cache_dir)
+        return load_cost_scorer(self.config.scorer, cache_dir=self.config.cache_dir, dtype=self.config.scorer_dtype)
 
 
-def load_cost_scorer(spec: str, *, cache_dir: Path = DEFAULT_CACHE_DIR, max_length: int = 512) -> CostScorer:
+def load_cost_scorer(
+    spec: str, *, cache_dir: Path = DEFAULT_CACHE_DIR, max_length: int = 512, dtype: ScorerDtype = "float32"
+) -> CostScorer:
     """A cost scorer by name: ``heuristic``, a shipped scorer, an embedding-head directory, or a classifier.
 
     The proxy's gate, the batch corrector and the evals' judges all resolve a
     scorer here, so one spelling means the same model everywhere.
     ``max_length`` applies to sequence classifiers (an embedding head keeps the
-    length it was trained with).
+    length it was trained with). ``dtype`` is the model's weights; ``"auto"``
+    is bfloat16 on a CPU that runs it natively (the shipped gate's costs move
+    by ~0.005 on the logit scale and its flags not at all: docs/benchmarks.md),
+    else float32. Trainers keep float32.
     """
     if spec == "heuristic":
         from aligner_proxy.core.heuristic import KeywordCostScorer
@@ -146,10 +153,10 @@ def load_cost_scorer(spec: str, *, cache_dir: Path = DEFAULT_CACHE_DIR, max_leng
     if (Path(path) / "head_config.json").is_file():
         from aligner_proxy.core.backends.embedding import EmbeddingHeadScorer
 
-        return EmbeddingHeadScorer.load(path, cache_dir=cache_dir, model_id=spec)
+        return EmbeddingHeadScorer.load(path, cache_dir=cache_dir, model_id=spec, dtype=dtype)
     from aligner_proxy.core.backends.classifier import SequenceClassifierScorer
 
-    return SequenceClassifierScorer.load(spec, cache_dir=cache_dir, max_length=max_length)
+    return SequenceClassifierScorer.load(spec, cache_dir=cache_dir, max_length=max_length, dtype=dtype)
 
 
 def build_corrector(config: CoreConfig, generator: TextGenerator) -> Corrector:

@@ -263,6 +263,27 @@ class ModelPool:
         return LoadedModel(path=path, adapter=adapter, _entry=entry, _adapter_name=adapter_name)
 
 
+def native_bfloat16() -> bool:
+    """Whether this CPU runs bfloat16 matrix products natively (AVX-512 BF16 or AMX, through oneDNN).
+
+    In-process models run on the CPU. Without native support bfloat16 is
+    emulated and runs slower than float32, so ``"auto"`` only picks bfloat16
+    where this holds."""
+    import torch
+
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):  # a torch built without oneDNN
+        return False
+
+
+def resolve_dtype(name: str) -> str:
+    """``"auto"`` as a concrete dtype name (bfloat16 where native, else float32); anything else unchanged."""
+    if name != "auto":
+        return name
+    return "bfloat16" if native_bfloat16() else "float32"
+
+
 def torch_dtype(name: str) -> Any:
     """``"float32"`` -> ``torch.float32``; ``"auto"`` is passed through for ``from_pretrained``."""
     import torch

@@ -22,7 +22,7 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
-from aligner_proxy.core.loading import CoreConfig, CorrectorBackend, Dtype
+from aligner_proxy.core.loading import CoreConfig, CorrectorBackend, Dtype, ScorerDtype
 from aligner_proxy.core.policy import PolicyConfig
 from aligner_proxy.core.transport import TransportKind
 from aligner_proxy.core.vocabulary import FailurePolicy, Mode
@@ -170,6 +170,11 @@ class Settings(BaseSettings):
     scorer: str = Field(
         _CORE.scorer, description="a shipped scorer's name, 'heuristic', an embedding-head dir, or a classifier"
     )
+    scorer_dtype: ScorerDtype = Field(
+        _CORE.scorer_dtype,
+        description="the scorer's weights: 'auto' is bfloat16 on a CPU with native bfloat16 (AVX-512 BF16, AMX), "
+        "float32 elsewhere",
+    )
     dtype: Dtype = _CORE.dtype
 
     # Serving.
@@ -259,6 +264,7 @@ class Settings(BaseSettings):
         """The core's part of these settings."""
         return CoreConfig(
             scorer=self.scorer,
+            scorer_dtype=self.scorer_dtype,
             corrector_model=self.corrector_model,
             corrector_adapter=self.corrector_adapter,
             corrector_backend=self.corrector_backend,

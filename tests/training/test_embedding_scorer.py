@@ -131,3 +131,42 @@ def test_real_minilm_embeddings_are_unit_vectors_that_tell_topics_apart() -> Non
     assert vectors.norm(dim=-1).tolist() == pytest.approx([1.0, 1.0, 1.0], abs=1e-5)
     sims = vectors @ vectors.T
     assert sims[0, 1] > sims[0, 2]
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "auto"])
+def test_a_reduced_precision_encoder_keeps_costs_close_and_independent_of_batch(
+    head_dir: Path, tiny_classifier_dir: Path, dtype: str
+) -> None:
+    """The proxy's gate runs in bfloat16 where the CPU has it (``scorer_dtype='auto'``): costs must stay close
+    to float32's, and one pair's cost must not depend on what else is in its batch."""
+    import torch
+
+    from aligner_proxy.core.loading import load_cost_scorer
+    from aligner_proxy.core.models import native_bfloat16, resolve_dtype
+
+    expected_dtype = torch.bfloat16 if dtype == "bfloat16" or native_bfloat16() else torch.float32
+    assert resolve_dtype(dtype) == str(expected_dtype).removeprefix("torch.")
+    prompts = ["How do I bake bread?", "Hi", "Tell me about the quick brown fox and the lazy dog."]
+    completions = ["Mix flour and water.", "Hello world!", "I cannot help with that request, sorry."]
+    full = load_cost_scorer(str(head_dir)).score(prompts, completions)
+    reduced = load_cost_scorer(str(head_dir), dtype=dtype)
+    assert isinstance(reduced, EmbeddingHeadScorer)
+    assert next(reduced.encoder.model.parameters()).dtype == expected_dtype
+    batched = reduced.score(prompts, completions)
+    alone = [reduced.score([p], [c])[0] for p, c in zip(prompts, completions, strict=True)]
+    assert batched == pytest.approx(full, abs=0.05)
+    assert alone == pytest.approx(batched, abs=0.01)
+    classifier = load_cost_scorer(str(tiny_classifier_dir), dtype=dtype)
+    assert classifier.score(prompts, completions) == pytest.approx(
+        load_cost_scorer(str(tiny_classifier_dir)).score(prompts, completions), abs=0.05
+    )
+
+
+def test_auto_is_float32_without_native_bfloat16(monkeypatch: pytest.MonkeyPatch) -> None:
+    import aligner_proxy.core.models as models
+
+    monkeypatch.setattr(models, "native_bfloat16", lambda: False)
+    assert models.resolve_dtype("auto") == "float32"
+    monkeypatch.setattr(models, "native_bfloat16", lambda: True)
+    assert models.resolve_dtype("auto") == "bfloat16"
+    assert models.resolve_dtype("float16") == "float16"

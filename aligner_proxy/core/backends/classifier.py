@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from aligner_proxy.core.backends.tokenizer import count_tokens, truncate_tokens
-from aligner_proxy.core.models import DEFAULT_CACHE_DIR, LoadedModel, ModelPool
+from aligner_proxy.core.models import DEFAULT_CACHE_DIR, LoadedModel, ModelPool, resolve_dtype
 
 logger = logging.getLogger(__name__)
 
@@ -96,7 +96,7 @@ class SequenceClassifierScorer:
         pool: ModelPool | None = None,
     ) -> SequenceClassifierScorer:
         pool = pool if pool is not None else ModelPool()
-        loaded = pool.get(spec, cache_dir=cache_dir, dtype=dtype, kind="sequence_classification")
+        loaded = pool.get(spec, cache_dir=cache_dir, dtype=resolve_dtype(dtype), kind="sequence_classification")
         return cls(loaded, model_id=spec, max_length=max_length, batch_size=batch_size)
 
     @property

@@ -32,7 +32,7 @@ from typing import Any
 
 from aligner_proxy.core.backends.classifier import fit_scoring_text
 from aligner_proxy.core.errors import ModelNotFoundError
-from aligner_proxy.core.models import DEFAULT_CACHE_DIR, resolve_model
+from aligner_proxy.core.models import DEFAULT_CACHE_DIR, resolve_dtype, resolve_model, torch_dtype
 
 logger = logging.getLogger(__name__)
 
@@ -84,11 +84,13 @@ class TextEncoder:
         cache_dir: Path = DEFAULT_CACHE_DIR,
         max_length: int = 256,
         normalize: bool = True,
+        dtype: str = "float32",
     ) -> TextEncoder:
+        """Load the encoder ``spec`` names, with weights in ``dtype`` (``"auto"``: bfloat16 where native)."""
         from transformers import AutoModel, AutoTokenizer
 
         path = resolve_encoder(spec, base_dir=base_dir, cache_dir=cache_dir)
-        model = AutoModel.from_pretrained(path)
+        model = AutoModel.from_pretrained(path, dtype=torch_dtype(resolve_dtype(dtype)))
         tokenizer = AutoTokenizer.from_pretrained(path)
         return cls(model, tokenizer, max_length=max_length, normalize=normalize)
 
@@ -236,10 +238,13 @@ class EmbeddingHeadScorer:
         cache_dir: Path = DEFAULT_CACHE_DIR,
         batch_size: int = 32,
         model_id: str | None = None,
+        dtype: str = "float32",
     ) -> EmbeddingHeadScorer:
         """Load a head directory written by :func:`save_head` and the encoder its config names.
 
-        ``model_id`` (default: the path) is the name responses and reports show."""
+        ``model_id`` (default: the path) is the name responses and reports show.
+        ``dtype`` is the encoder's (the head stays float32: it is a few
+        thousand weights, and its input is the pooled float32 embedding)."""
         from safetensors.torch import load_file
 
         directory = Path(path).expanduser()
@@ -252,6 +257,7 @@ class EmbeddingHeadScorer:
             cache_dir=cache_dir,
             max_length=config.max_length,
             normalize=config.normalize,
+            dtype=dtype,
         )
         if config.encoder_weights:
             load_encoder_weights(encoder.model, directory / config.encoder_weights)
