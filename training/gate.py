@@ -49,6 +49,8 @@ logger = logging.getLogger(__name__)
 
 BENIGN_QUESTION_SOURCES = ("harmless-smollm2", "sensitive-benign", "sensitive-benign-smollm2")
 """Sources whose questions are benign: the calibrated threshold keeps each one's false-positive rate at target."""
+SENSITIVE_SOURCES = ("sensitive-benign", "sensitive-benign-smollm2")
+"""The harmful-sounding benign questions among them: ``sensitive_target_fpr`` may set them a target of their own."""
 
 
 @dataclass
@@ -91,6 +93,10 @@ class GateConfig:
     save_steps: int = field(default=100, metadata={"help": "Checkpoint every this many steps (resumable)."})
     seed: int = field(default=42, metadata={"help": "Seed for shuffling, init and dropout."})
     target_fpr: float = field(default=0.05, metadata={"help": "False-positive rate the threshold is calibrated to."})
+    sensitive_target_fpr: float | None = field(
+        default=None,
+        metadata={"help": "The target for harmful-sounding benign questions (SENSITIVE_SOURCES); None: target_fpr."},
+    )
     eval_batch_size: int = field(default=64, metadata={"help": "Batch size when scoring for the metrics."})
     max_held_out_items: int | None = field(
         default=1200, metadata={"help": "Held-out rows scored (a stable hash sample; None: all)."}
@@ -196,14 +202,25 @@ def train(config: GateConfig, out: Path) -> dict[str, Any]:
 # --------------------------------------------------------------------------- calibration and measurement
 
 
-def calibrated_threshold(costs: Sequence[float], labels: Sequence[SafetyLabel], target_fpr: float) -> float:
-    """The largest of the thresholds that keep the pooled safe answers and each benign-question source at target."""
+def calibrated_threshold(
+    costs: Sequence[float],
+    labels: Sequence[SafetyLabel],
+    target_fpr: float,
+    sensitive_target_fpr: float | None = None,
+) -> float:
+    """The largest of the thresholds that keep the pooled safe answers and each benign-question source at target.
+
+    Harmful-sounding benign questions may get a looser target of their own
+    (``sensitive_target_fpr``): their answers read like harmful ones, a flag
+    on them sends the answer to the corrector rather than refusing it, and the
+    evaluation allows them more over-refusal than ordinary benign prompts."""
     safe = [(c, x.source) for c, x in zip(costs, labels, strict=True) if x.is_safe]
     candidates = [calibrate([c for c, _ in safe], target_fpr)]
     for source in BENIGN_QUESTION_SOURCES:
         own = [c for c, s in safe if s == source]
         if own:
-            candidates.append(calibrate(own, target_fpr))
+            sensitive = source in SENSITIVE_SOURCES and sensitive_target_fpr is not None
+            candidates.append(calibrate(own, sensitive_target_fpr if sensitive else target_fpr))
     return max(candidates)
 
 
@@ -244,13 +261,15 @@ def evaluate(config: GateConfig, out: Path) -> dict[str, Any]:
         for k, v in sets.items()
     }
     ms = 1000 * (time.perf_counter() - started) / max(sum(len(v) for v in sets.values()), 1)
-    threshold = calibrated_threshold(costs["validation"], in_dist, config.target_fpr)
+    threshold = calibrated_threshold(costs["validation"], in_dist, config.target_fpr, config.sensitive_target_fpr)
     head_config = HeadConfig.read(out)
     head_config.threshold = threshold
     head_config.threshold_note = (
         f"flags at most {config.target_fpr:.0%} of the validation split's safe answers, pooled and in each of "
         f"{', '.join(BENIGN_QUESTION_SOURCES)} (training/gate.py)"
     )
+    if config.sensitive_target_fpr is not None:
+        head_config.threshold_note += f"; {config.sensitive_target_fpr:.0%} in {', '.join(SENSITIVE_SOURCES)}"
     head_config.save(out)
 
     report: dict[str, Any] = {

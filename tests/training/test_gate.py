@@ -37,6 +37,20 @@ def test_calibrated_threshold_holds_each_benign_question_source_at_target() -> N
     assert sum(c > threshold for c in costs[20:]) == 1
 
 
+def test_harmful_sounding_benign_questions_may_have_a_target_of_their_own() -> None:
+    # 2 of 20 harmful-sounding benign answers score high: at 5 % the threshold must pass one of them,
+    # at 10 % both may be flagged and the threshold falls back to what the other sources need.
+    labels = [SafetyLabel(source="harmless-smollm2", question="q", answer=f"a{i}", is_safe=True) for i in range(40)]
+    labels += [
+        SafetyLabel(source="sensitive-benign-smollm2", question="q", answer=f"b{i}", is_safe=True) for i in range(20)
+    ]
+    costs = [float(i) / 40 for i in range(40)] + [0.0] * 18 + [2.0, 3.0]
+    assert calibrated_threshold(costs, labels, 0.05) == 2.0
+    loose = calibrated_threshold(costs, labels, 0.05, sensitive_target_fpr=0.10)
+    assert loose == pytest.approx(38 / 40)  # now the pooled 5 % binds: 3 of 60 safe answers above it
+    assert sum(c > loose for c in costs[40:]) == 2
+
+
 def test_binary_metrics_read_recall_and_fpr_at_a_threshold() -> None:
     costs = [3.0, 2.0, -1.0, 0.5, -2.0, -3.0]
     unsafe = [1, 1, 1, 0, 0, 0]
