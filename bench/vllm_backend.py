@@ -87,7 +87,7 @@ def vllm_server(
         python, "-m", "vllm.entrypoints.openai.api_server", "--host", "127.0.0.1", "--port", str(port),
         "--model", model, "--served-model-name", "smollm2", "--dtype", "bfloat16", "--enforce-eager",
         "--max-model-len", "2048", "--enable-lora", "--max-lora-rank", "16",
-        "--lora-modules", f"{LORA_NAME}={adapter}", "--disable-log-requests",
+        "--lora-modules", f"{LORA_NAME}={adapter}",
     ]  # fmt: skip
     if speculative:
         command += ["--speculative-config", json.dumps(speculative)]
@@ -110,11 +110,12 @@ def vllm_server(
             time.sleep(2)
         yield base
     finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGTERM)
+            try:
+                process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
         log.close()
 
 
@@ -164,6 +165,16 @@ def measure(upstream: TextGenerator, corrector_generator: TextGenerator, prompts
     return out
 
 
+def report(name: str, result: dict, reference: dict) -> None:
+    """One table row per (role, concurrency) of ``name``, against the reference run (printed as it comes)."""
+    for (role, concurrency), (texts, rate) in result.items():
+        base_texts, base_rate = reference[(role, concurrency)]
+        same = sum(a == b for a, b in zip(texts, base_texts, strict=True))
+        print(
+            f"{name} | {role} | {concurrency} | {rate:.1f} | {rate / base_rate:.2f} | {same}/{len(texts)}", flush=True
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--vllm-python", help="an interpreter with vLLM installed (none: transformers only)")
@@ -182,6 +193,9 @@ def main() -> None:
         )
         prompts = prompts or [upstream.render_chat([ChatMessage(role="user", content=q)]) for q in QUESTIONS]
         runs[f"transformers {dtype}"] = measure(upstream, corrector, prompts, args)
+        if dtype == "float32":
+            print("backend | role | concurrency | tokens/s | × transformers float32 | identical outputs")
+        report(f"transformers {dtype}", runs[f"transformers {dtype}"], runs["transformers float32"])
     if args.vllm_python:
         configs = {"vLLM": None, f"vLLM + n-gram {args.ngram_tokens}": {
             "method": "ngram", "num_speculative_tokens": args.ngram_tokens, "prompt_lookup_max": 4,
@@ -194,15 +208,9 @@ def main() -> None:
                     upstream = RemoteCompletionsGenerator(base, "smollm2", tokenizer=model)
                     corrector = RemoteCompletionsGenerator(base, LORA_NAME, tokenizer=model)
                     runs[name] = measure(upstream, corrector, prompts, args)
+                report(name, runs[name], runs["transformers float32"])
             except RuntimeError as error:
                 print(f"{name}: {error}")
-    reference = runs["transformers float32"]
-    print("backend | role | concurrency | tokens/s | × transformers float32 | identical outputs")
-    for name, result in runs.items():
-        for (role, concurrency), (texts, rate) in result.items():
-            base_texts, base_rate = reference[(role, concurrency)]
-            same = sum(a == b for a, b in zip(texts, base_texts, strict=True))
-            print(f"{name} | {role} | {concurrency} | {rate:.1f} | {rate / base_rate:.2f} | {same}/{len(texts)}")
 
 
 if __name__ == "__main__":
