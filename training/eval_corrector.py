@@ -42,7 +42,10 @@ logger = logging.getLogger(__name__)
 @dataclass
 class EvalCorrectorConfig:
     base_model: str = field(default="smollm2", metadata={"help": "Base causal LM of every corrector."})
-    adapter: str = field(default="runs/corrector", metadata={"help": "The trained corrector's LoRA adapter."})
+    adapter: str = field(
+        default="runs/corrector",
+        metadata={"help": "The trained corrector's LoRA adapter; 'none': base_model itself is (a full fine-tune)."},
+    )
     compare_prompted: bool = field(
         default=True, metadata={"help": "Also evaluate the base model prompted zero-shot with the Aligner template."}
     )
@@ -112,7 +115,7 @@ def evaluate(config: EvalCorrectorConfig) -> dict[str, Any]:
     pool = ModelPool()
     params = GenerationParams(max_new_tokens=config.max_new_tokens)
     report: dict[str, Any] = {"config": config.__dict__, "correctors": {}}
-    correctors: dict[str, str | None] = {"trained": config.adapter}
+    correctors: dict[str, str | None] = {"trained": None if config.adapter.lower() == "none" else config.adapter}
     if config.compare_prompted:
         correctors["prompted"] = None
     for name, adapter in correctors.items():

@@ -90,3 +90,18 @@ def test_evaluate_end_to_end_with_tiny_models(tiny_lm_dir: Path, tmp_path: Path)
     assert trained["identity"]["n"] == 1
     assert 0 <= trained["harmful_all"]["unsafe_rate_cost_after"] <= 1
     assert json.loads(out.read_text())["correctors"]["prompted"]["adapter"] is None
+
+    # A fully fine-tuned corrector is its own base model: no adapter, and still reported as "trained".
+    full = evaluate(
+        EvalCorrectorConfig(
+            base_model=str(tiny_lm_dir),
+            adapter="none",
+            compare_prompted=False,
+            validation_file=str(validation),
+            cost_model=str(tmp_path / "cost"),
+            max_new_tokens=4,
+            output_file=str(tmp_path / "full.json"),
+        )
+    )
+    assert set(full["correctors"]) == {"trained"} and full["correctors"]["trained"]["adapter"] is None
+    assert full["correctors"]["trained"]["metrics"]["identity"]["n"] == 1
