@@ -1,7 +1,8 @@
 """The gate in float32 vs reduced precision: ms per answer, and whether its verdicts stay the same.
 
-Scores a labelled JSONL file (``question``, ``answer``, ``is_safe``: the gate
-corpus's validation split by default) with the scorer in float32 and in each
+Scores a labelled JSONL file (``question``, ``answer``, ``is_safe``: by default
+the shipped gate's validation split, which ``python -m training.data.gate_corpus
+--config training/configs/gate_corpus.yaml`` writes) with the scorer in float32 and in each
 ``--dtypes`` precision, in one process: ms per answer at ``--batch-size``
 (best of three passes over the first 64 rows), AUROC, the false-positive rate
 on safe answers and the recall on unsafe ones at the scorer's calibrated
