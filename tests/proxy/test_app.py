@@ -21,15 +21,21 @@ from aligner_proxy.server.settings import Settings
 from tests.proxy.fakes import serve
 
 
-def wait_ready(url: str, timeout_s: float) -> None:
+def wait_ready(url: str, timeout_s: float, *, in_a_row: int = 1) -> None:
+    """Wait for ``in_a_row`` consecutive ``/ready`` answers of 200, each on a connection of its own.
+
+    With several workers on one socket, whichever worker accepts a connection answers it, and a
+    worker that is up but still starting answers 503: one 200 says only that *some* worker is ready."""
     deadline = time.monotonic() + timeout_s
+    ready = 0
     while time.monotonic() < deadline:
         try:
-            if httpx.get(url + "/ready", timeout=2).status_code == 200:
-                return
+            ready = ready + 1 if httpx.get(url + "/ready", timeout=2).status_code == 200 else 0
         except httpx.TransportError:
-            pass
-        time.sleep(0.2)
+            ready = 0
+        if ready >= in_a_row:
+            return
+        time.sleep(0.2 if ready == 0 else 0.02)
     raise TimeoutError(f"{url} not ready after {timeout_s} s")
 
 
@@ -173,7 +179,7 @@ def test_serve_with_two_workers_starts_both_from_the_parents_settings(tmp_path: 
         process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         url = f"http://127.0.0.1:{port}"
         try:
-            wait_ready(url, 60)
+            wait_ready(url, 60, in_a_row=10)
             headers = {"Authorization": "Bearer sk-workers"}
             body = {"model": "fake", "messages": [{"role": "user", "content": "How do I bake bread?"}]}
             answers = [httpx.post(url + "/v1/chat/completions", json=body, headers=headers) for _ in range(6)]
@@ -181,6 +187,8 @@ def test_serve_with_two_workers_starts_both_from_the_parents_settings(tmp_path: 
         finally:
             process.terminate()
             output, _ = process.communicate(timeout=30)
-    assert all(a.status_code == 200 and a.json()["aligner"]["status"] == "skipped" for a in answers)
+    assert all(a.status_code == 200 and a.json()["aligner"]["status"] == "skipped" for a in answers), [
+        (a.status_code, a.text[:200]) for a in answers
+    ]
     assert refused.status_code == 401  # the key reached the workers in clear, and only there
     assert output.count("Started server process") == 2, output
