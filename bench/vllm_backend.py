@@ -33,8 +33,9 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 
 import httpx
@@ -119,45 +120,48 @@ def vllm_server(
         log.close()
 
 
-async def _upstream(generator: TextGenerator, prompts: list[str], params: GenerationParams, concurrency: int):
+Result = dict[tuple[str, int], tuple[list[str], float]]
+"""(role, concurrency) -> (the outputs in input order, tokens/s)."""
+
+
+async def _throughput(
+    calls: list[Callable[[], Awaitable[tuple[str, int]]]], concurrency: int
+) -> tuple[list[str], float]:
+    """Run ``calls`` (each returning its text and completion tokens), ``concurrency`` at a time."""
     slots = asyncio.Semaphore(concurrency)
 
-    async def one(prompt: str) -> tuple[str, int]:
+    async def one(call: Callable[[], Awaitable[tuple[str, int]]]) -> tuple[str, int]:
         async with slots:
-            [generation] = await generator.generate([prompt], params)
-            return generation.text, generation.completion_tokens
+            return await call()
 
     started = time.perf_counter()
-    results = await asyncio.gather(*(one(p) for p in prompts))
+    results = await asyncio.gather(*(one(c) for c in calls))
     return [text for text, _ in results], sum(n for _, n in results) / (time.perf_counter() - started)
 
 
-async def _corrections(corrector: Corrector, items: list[CorrectionInput], concurrency: int):
-    slots = asyncio.Semaphore(concurrency)
-
-    async def one(item: CorrectionInput) -> tuple[str, int]:
-        async with slots:
-            [correction] = await corrector.correct([item])
-            return correction.raw_text, correction.completion_tokens
-
-    started = time.perf_counter()
-    results = await asyncio.gather(*(one(i) for i in items))
-    return [text for text, _ in results], sum(n for _, n in results) / (time.perf_counter() - started)
-
-
-def measure(upstream: TextGenerator, corrector_generator: TextGenerator, prompts: list[str], args) -> dict:
+def measure(
+    upstream: TextGenerator, corrector_generator: TextGenerator, prompts: list[str], max_new_tokens: int
+) -> Result:
     """tokens/s and outputs per (role, concurrency); one warm-up call per role first."""
-    params = GenerationParams(max_new_tokens=args.max_new_tokens)
+    params = GenerationParams(max_new_tokens=max_new_tokens)
     corrector = Corrector(corrector_generator, params=params)
     items = [CorrectionInput(question=q, answer=a) for q, a in ANSWERS] * 2
-    out: dict = {}
+    out: Result = {}
+
+    async def answer(prompt: str) -> tuple[str, int]:
+        [generation] = await upstream.generate([prompt], params)
+        return generation.text, generation.completion_tokens
+
+    async def correct(item: CorrectionInput) -> tuple[str, int]:
+        [correction] = await corrector.correct([item])
+        return correction.raw_text, correction.completion_tokens
 
     async def run() -> None:
-        await upstream.generate(prompts[:1], params)
-        await corrector.correct(items[:1])
+        await answer(prompts[0])
+        await correct(items[0])
         for concurrency in (1, 8):
-            out[("upstream", concurrency)] = await _upstream(upstream, prompts, params, concurrency)
-            out[("corrector", concurrency)] = await _corrections(corrector, items, concurrency)
+            out[("upstream", concurrency)] = await _throughput([partial(answer, p) for p in prompts], concurrency)
+            out[("corrector", concurrency)] = await _throughput([partial(correct, i) for i in items], concurrency)
         await upstream.aclose()
         await corrector_generator.aclose()
 
@@ -165,7 +169,7 @@ def measure(upstream: TextGenerator, corrector_generator: TextGenerator, prompts
     return out
 
 
-def report(name: str, result: dict, reference: dict) -> None:
+def report(name: str, result: Result, reference: Result) -> None:
     """One table row per (role, concurrency) of ``name``, against the reference run (printed as it comes)."""
     for (role, concurrency), (texts, rate) in result.items():
         base_texts, base_rate = reference[(role, concurrency)]
@@ -183,7 +187,7 @@ def main() -> None:
     parser.add_argument("--start-timeout", type=float, default=900.0)
     args = parser.parse_args()
     model, adapter = resolve_model("smollm2"), resolve_shipped(CORRECTOR)
-    runs: dict[str, dict] = {}
+    runs: dict[str, Result] = {}
     prompts: list[str] = []
     for dtype in ("float32", "bfloat16"):
         # The corrector as the proxy ships it: copy speculation for lone greedy corrections.
@@ -192,7 +196,7 @@ def main() -> None:
             "smollm2", dtype=dtype, adapter=adapter, max_batch_size=8, prompt_lookup_tokens=10
         )
         prompts = prompts or [upstream.render_chat([ChatMessage(role="user", content=q)]) for q in QUESTIONS]
-        runs[f"transformers {dtype}"] = measure(upstream, corrector, prompts, args)
+        runs[f"transformers {dtype}"] = measure(upstream, corrector, prompts, args.max_new_tokens)
         if dtype == "float32":
             print("backend | role | concurrency | tokens/s | × transformers float32 | identical outputs")
         report(f"transformers {dtype}", runs[f"transformers {dtype}"], runs["transformers float32"])
@@ -205,9 +209,12 @@ def main() -> None:
                 with vllm_server(
                     args.vllm_python, model, adapter, speculative=speculative, timeout_s=args.start_timeout
                 ) as base:
-                    upstream = RemoteCompletionsGenerator(base, "smollm2", tokenizer=model)
-                    corrector = RemoteCompletionsGenerator(base, LORA_NAME, tokenizer=model)
-                    runs[name] = measure(upstream, corrector, prompts, args)
+                    runs[name] = measure(
+                        RemoteCompletionsGenerator(base, "smollm2", tokenizer=model),
+                        RemoteCompletionsGenerator(base, LORA_NAME, tokenizer=model),
+                        prompts,
+                        args.max_new_tokens,
+                    )
                 report(name, runs[name], runs["transformers float32"])
             except RuntimeError as error:
                 print(f"{name}: {error}")
