@@ -216,3 +216,23 @@ def test_v2_options_exclude_the_eval_bucket_add_sensitive_identity_and_keep_only
     assert not any("harm 5" in t.correction for t in every if t.kind != "identity")
     assert stats["dropped"]["safety-only-smollm2/upstream"]["correction above the gate's threshold"] == 1
     assert sum(t.kind == "identity" for t in every) / len(every) == pytest.approx(0.5, abs=0.05)
+
+
+def test_upstream_triples_only_for_instructions_the_data_set_declines(tmp_path: Path) -> None:
+    """A safety-only instruction whose safe output is a helpful answer is a sensitive question, not a harmful
+    one: SmolLM2's answer to it is not rewritten into that answer (the corrector would learn to rewrite good
+    answers); under ``all`` it is, as the v1/v2 corpora were built."""
+    data = write_tiny_data(tmp_path / "data")
+    outputs = {f"Harm {i}?": f"I won't explain harm {i}." for i in range(6)}
+    outputs |= {f"Latex allergy {i}?": f"Avoid latex gloves {i}." for i in range(6)}
+    rows = [{"instruction": q, "input": "", "output": a} for q, a in outputs.items()]
+    (data / "safety.json").write_text(json.dumps(rows))
+    upstream: dict[str, set[str]] = {}
+    for rule in ("declined", "all"):
+        out = tmp_path / rule
+        build(tiny_config(data, out, n_harmful_generations=12, safety_only_rule=rule), FakeGenerator())
+        every = [t for split in ("train", "validation") for t in read_jsonl(out / f"{split}.jsonl", CorrectionTriple)]
+        upstream[rule] = {t.question for t in every if t.kind == "upstream"}
+    assert upstream["declined"] and not any(q.startswith("Latex") for q in upstream["declined"])
+    assert any(q.startswith("Latex") for q in upstream["all"])
+    assert upstream["declined"] < upstream["all"]

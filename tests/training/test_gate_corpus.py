@@ -9,6 +9,7 @@ from tests.training.fakes import FakeGenerator
 from tests.training.test_corpus import TINY_FILES, write_tiny_data
 from training.data.gate_corpus import GROUPS, GateCorpusConfig, build
 from training.data.records import PreferencePair, SafetyLabel
+from training.data.sources import SafetyOnlyRule
 from training.data.splits import in_eval_bucket, question_key
 
 
@@ -88,3 +89,44 @@ def test_gate_corpus_labels_every_source_and_keeps_the_evaluation_bucket_out(tmp
     # Cached answers only, no model: the same corpus.
     again = build(config, generate=False)
     assert _read(out / "gate_train.jsonl", SafetyLabel) == train and again["labels"] == stats["labels"]
+
+
+def test_safety_only_instructions_the_data_set_answers_helpfully_are_not_harmful(tmp_path: Path) -> None:
+    """Under ``declined`` SmolLM2's answers to sensitive instructions (helpful safe output) go unlabelled;
+    under ``all`` (the v1-v4 corpora's rule) they are trained as unsafe, as they were."""
+    data = write_tiny_data(tmp_path / "data")
+    outputs = {f"Harm {i}?": f"I won't explain harm {i}." for i in range(6)}
+    outputs |= {f"Rob store {i}?": f"No, robbing store {i} is a crime." for i in range(6)}
+    outputs |= {f"Irish culture {i}?": f"Irish culture {i} has music." for i in range(6)}
+    rows = [{"instruction": q, "input": "", "output": a} for q, a in outputs.items()]
+    (data / "safety.json").write_text(json.dumps(rows))
+    kept = [r for r in rows if not in_eval_bucket(r["instruction"])]
+    helpful = [r["instruction"] for r in kept if r["instruction"].startswith("Irish")]
+    assert helpful and len(helpful) < len(kept)
+    smol: dict[str, set[str]] = {}
+    rules: tuple[SafetyOnlyRule, ...] = ("declined", "all")
+    for rule in rules:
+        out = tmp_path / rule
+        config = GateCorpusConfig(
+            data_dir=str(data),
+            output_dir=str(out),
+            generation_cache=str(tmp_path / "cache.jsonl"),
+            source_files=TINY_FILES,
+            model=FakeGenerator.model_id,
+            n_harmful_generations=18,
+            n_benign_generations=4,
+            safety_only_rule=rule,
+            validation_fraction=0.3,
+        )
+        stats = build(config, FakeGenerator())
+        labels = _read(out / "gate_train.jsonl", SafetyLabel) + _read(out / "gate_validation.jsonl", SafetyLabel)
+        smol[rule] = {x.question for x in labels if x.source == "safety-only-smollm2" and not x.is_safe}
+        # The data set's own safe outputs stay safe examples under both rules, the helpful ones included.
+        assert sum(x.source == "safety-only" and x.is_safe for x in labels) == len(kept)
+        if rule == "declined":
+            assert stats["dropped"]["safety-only-smollm2"] == {
+                "safe output answers the instruction (sensitive, not harmful): upstream answer unlabelled": len(helpful)
+            }
+            assert "left unlabelled" in (out / "data_card.md").read_text()
+    assert smol["declined"] == {r["instruction"] for r in kept} - set(helpful)
+    assert smol["all"] == {r["instruction"] for r in kept}

@@ -22,7 +22,7 @@ from training.data.generation_cache import CorpusGenerator, generate_cached
 from training.data.hh_dialogue import parse_hh_dialogue
 from training.data.loaders import read_sensitive
 from training.data.records import CorrectionTriple, PreferencePair, SafetyLabel, tally
-from training.data.sources import CorpusConfig, Sources, without_eval_bucket
+from training.data.sources import CorpusConfig, Sources, harmful_safety_instructions, without_eval_bucket
 from training.data.splits import (
     Split,
     hash_sample,
@@ -98,7 +98,12 @@ def _generated_triples(
     config: CorpusConfig, sources: Sources, generator: CorpusGenerator, drops: dict[str, Counter[str]]
 ) -> tuple[list[CorrectionTriple], list[CorrectionTriple], dict[str, Any]]:
     """SmolLM2's answers: harmful instructions → upstream triples, benign ones → identity triples."""
-    harmful = hash_sample(sources.safety_instructions, config.n_harmful_generations, config.seed, lambda r: r.question)
+    harmful = harmful_safety_instructions(
+        hash_sample(sources.safety_instructions, config.n_harmful_generations, config.seed, lambda r: r.question),
+        config.safety_only_rule,
+        drops,
+        "safety-only-smollm2/upstream",
+    )
     benign = hash_sample(
         sources.harmless_instructions, config.n_benign_generations, config.seed, lambda r: r.instruction
     )

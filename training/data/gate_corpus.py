@@ -14,7 +14,9 @@ benign one whoever wrote it, and must not flag a benign question because it
   says which answer people preferred, not which is safe);
 - ``safety-only-smollm2``: the embedded upstream's own answers to harmful
   instructions, *unsafe* unless they refuse (the label is the refusal judge's,
-  so it is noisy: the data card says so), each paired with
+  so it is noisy: the data card says so); an instruction counts as harmful
+  only where the data set's own safe output declines it (``safety_only_rule``:
+  a quarter of them are sensitive questions it answers helpfully), each paired with
 - ``safety-only``: the data set's own safe output for the same instruction;
 - ``pku-saferlhf-smollm2``: SmolLM2's answers to PKU-SafeRLHF questions that
   people labelled at least one answer to as unsafe (a harmful request by the
@@ -59,7 +61,14 @@ from training.data.generation_cache import CorpusGenerator, generate_cached, gen
 from training.data.loaders import read_sensitive
 from training.data.records import PreferencePair, SafetyLabel
 from training.data.scorer_corpus import clean_labels, same_question_pairs
-from training.data.sources import CorpusConfig, Sources, load_sources, without_eval_bucket
+from training.data.sources import (
+    CorpusConfig,
+    SafetyOnlyRule,
+    Sources,
+    harmful_safety_instructions,
+    load_sources,
+    without_eval_bucket,
+)
 from training.data.splits import (
     Split,
     hash_sample,
@@ -107,6 +116,10 @@ class GateCorpusConfig:
         default=0, metadata={"help": "PKU-SafeRLHF questions with a human-labelled unsafe answer that SmolLM2 answers"}
     )
     n_benign_generations: int = field(default=300, metadata={"help": "benign instructions SmolLM2 answers"})
+    safety_only_rule: SafetyOnlyRule = field(
+        default="declined",
+        metadata={"help": "safety-only instructions whose SmolLM2 answers are labelled: all, or declined ones only"},
+    )
     max_do_not_answer_safe: int = field(
         default=1500, metadata={"help": "cap on Do-Not-Answer's safe answers (mostly refusals); unsafe ones all kept"}
     )
@@ -182,10 +195,11 @@ def assemble(config: GateCorpusConfig, sources: Sources, generator: CorpusGenera
     benign = hash_sample(
         sources.harmless_instructions, config.n_benign_generations, config.seed, lambda r: r.instruction
     )
+    declined = harmful_safety_instructions(harmful, config.safety_only_rule, drops, "safety-only-smollm2")
     pku_harmful = hash_sample(
         pku_harmful_questions(sources.pku), config.n_pku_generations, config.seed, lambda r: r.question
     )
-    instructions = [r.question for r in [*harmful, *pku_harmful]]
+    instructions = [r.question for r in [*declined, *pku_harmful]]
     instructions += [i.instruction for i in benign] + [s.question for s in sensitive]
     generation: dict[str, Any] = {}
     answers: dict[str, str] = {}
@@ -220,7 +234,7 @@ def assemble(config: GateCorpusConfig, sources: Sources, generator: CorpusGenera
     drops["do-not-answer"]["safe answer over max_do_not_answer_safe"] += len(dna_safe) - len(kept_safe)
     labels += dna_unsafe + kept_safe
     labels += [item.model_copy(update={"source": "safety-only"}) for item in harmful]
-    smol_labels, smol_pairs = smollm2_labels(harmful, answers, model)
+    smol_labels, smol_pairs = smollm2_labels(declined, answers, model)
     pku_labels, pku_pairs = smollm2_labels(pku_harmful, answers, model, source="pku-saferlhf-smollm2")
     labels += smol_labels + pku_labels
     smol_pairs += pku_pairs
@@ -339,11 +353,17 @@ def render_data_card(stats: dict[str, Any]) -> str:
         "How labels were made: PKU-SafeRLHF and Do-Not-Answer are human labels per response. "
         "`safety-only-smollm2` is SmolLM2's answer to an instruction of the safety-only set (and "
         "`pku-saferlhf-smollm2` its answer to a PKU-SafeRLHF question that people labelled an answer to unsafe), "
-        "labelled *unsafe* "
-        "unless the refusal judge (`aligner_proxy.core.refusal`) finds a refusal: an answer that complies "
-        "with a harmful "
-        "or sensitive instruction counts as unsafe, so some benign-enough answers to sensitive instructions are "
-        "labelled unsafe (noise the card owns). `harmless-smollm2` and both `sensitive-benign` sources are safe "
+        "labelled *unsafe* unless the refusal judge (`aligner_proxy.core.refusal`) finds a refusal. "
+        + (
+            "Only safety-only instructions whose own safe output declines them (a refusal, or a rebuttal opening "
+            'with "No,") count as harmful; SmolLM2\'s answers to the others (sensitive questions the data set '
+            "answers helpfully) are left unlabelled. "
+            if stats["config"].get("safety_only_rule", "all") == "declined"
+            else "Every safety-only instruction counts as harmful, so helpful answers to its sensitive-but-benign "
+            "instructions are labelled unsafe (noise the card owns). "
+        )
+        + "An answer that complies with a harmful request counts as unsafe even where it is benign enough "
+        "(noise the card owns). `harmless-smollm2` and both `sensitive-benign` sources are safe "
         "by construction (benign questions). HH-RLHF adds ranking pairs only (chosen = preferred, no safety label).",
         "",
         "Held-out groups (a gate trained without one is validated on all of it): "

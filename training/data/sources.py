@@ -12,16 +12,18 @@ the scorer corpus (:mod:`training.data.scorer_corpus`) and the gate corpus
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import pydantic
 import yaml
 
 from aligner_proxy.core.generation import GenerationParams
+from aligner_proxy.core.refusal import is_refusal
 from training.data.loaders import Instruction, load
 from training.data.records import PreferencePair, SafetyLabel
 from training.data.rows import LoadReport
@@ -30,6 +32,12 @@ from training.data.splits import (
 )
 
 T = TypeVar("T")
+
+SafetyOnlyRule = Literal["all", "declined"]
+"""Which safety-only instructions count as harmful requests: ``all`` of them (the first corpora's rule), or
+only those whose own safe output ``declined`` them (:func:`declines`); see :func:`harmful_safety_instructions`."""
+
+_REBUTTAL = re.compile(r"\s*no\s*[,.!;:]", re.IGNORECASE)
 
 
 @pydantic.dataclasses.dataclass(config=pydantic.ConfigDict(extra="forbid"))
@@ -88,6 +96,10 @@ class CorpusConfig:
         default=None,
         metadata={"help": "harmful-sounding benign Q&A (JSONL): identity triples of its answers and SmolLM2's"},
     )
+    safety_only_rule: SafetyOnlyRule = field(
+        default="declined",
+        metadata={"help": "safety-only instructions whose SmolLM2 answers are corrected: all, or declined ones only"},
+    )
     target_gate: str | None = field(
         default=None,
         metadata={"help": "a scorer; corrections it scores above its own threshold are dropped (safe by the gate)"},
@@ -117,6 +129,34 @@ class Sources:
     safety_instructions: list[SafetyLabel]
     harmless_instructions: list[Instruction]
     reports: list[LoadReport]
+
+
+def declines(output: str) -> bool:
+    """Whether a safe output declines its request: a refusal by the refusal judge, or a rebuttal that opens
+    with a bare "No," ("No, it is illegal to rob stores in Kansas..."), the safety-only data's other way of
+    saying no."""
+    return is_refusal(output) or _REBUTTAL.match(output) is not None
+
+
+def harmful_safety_instructions(
+    items: list[SafetyLabel], rule: SafetyOnlyRule, drops: dict[str, Counter[str]], name: str
+) -> list[SafetyLabel]:
+    """The safety-only instructions to treat as harmful requests under ``rule``; the rest are counted in ``drops``.
+
+    The data set holds "harmful *or sensitive*" instructions, each with a safe output. A quarter of those
+    outputs are plain helpful answers ("Research the culture of Irish people", "Outline strategies for
+    managing a latex allergy"): the instruction is a sensitive one that deserves an answer, so an upstream's
+    answer to it is not unsafe for being an answer, and is neither a gate's unsafe example nor a corrector's
+    input to rewrite. Under ``declined`` only instructions whose output :func:`declines` are kept; the others'
+    upstream answers go unlabelled (no judge here can tell a good answer from a bad one to them)."""
+    if rule == "all":
+        return list(items)
+    kept = [x for x in items if declines(x.answer)]
+    if len(kept) < len(items):
+        drops[name]["safe output answers the instruction (sensitive, not harmful): upstream answer unlabelled"] += len(
+            items
+        ) - len(kept)
+    return kept
 
 
 def without_eval_bucket(sources: Sources, drops: dict[str, Counter[str]]) -> Sources:
