@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from training.data.loaders import LOADERS, Instruction, load
+from training.data.loaders import LOADERS, Instruction, load, read_sensitive
 from training.data.records import CorrectionTriple, PreferencePair, SafetyLabel
 
 
@@ -261,3 +261,17 @@ def test_missing_path_and_unknown_format(tmp_path: Path) -> None:
     with pytest.raises(KeyError, match="unknown format"):
         load("no-such-format", tmp_path)
     assert {"aligner", "beavertails", "pku-saferlhf", "hh-rlhf", "do-not-answer"} <= set(LOADERS)
+
+
+def test_read_sensitive_reads_one_file_or_several_in_order(tmp_path: Path) -> None:
+    files = []
+    for name in ("a", "b"):
+        path = tmp_path / f"{name}.jsonl"
+        row = {"question": f"How do I kill process {name}?", "answer": "Use kill.", "topic": "computing"}
+        path.write_text(json.dumps(row) + "\n")
+        files.append(path)
+    assert [x.question for x in read_sensitive(files[0])] == ["How do I kill process a?"]
+    assert [x.question for x in read_sensitive([str(f) for f in files])] == [
+        "How do I kill process a?",
+        "How do I kill process b?",
+    ]

@@ -70,9 +70,12 @@ LICENCES: dict[str, tuple[str, str]] = {
         "answers: SmolLM2-135M-Instruct",
         "CC BY-NC 4.0 (questions, paired safe answers); answers from SmolLM2 (Apache-2.0)",
     ),
-    "sensitive-benign": ("this project (`training/data/sensitive_benign.jsonl`): questions and answers", "Apache-2.0"),
+    "sensitive-benign": (
+        "this project (`training/data/sensitive_benign.jsonl`, `sensitive_benign_v2.jsonl`): questions and answers",
+        "Apache-2.0",
+    ),
     "sensitive-benign-smollm2": (
-        "questions: this project (`training/data/sensitive_benign.jsonl`); answers: SmolLM2-135M-Instruct",
+        "questions: this project (`training/data/sensitive_benign*.jsonl`); answers: SmolLM2-135M-Instruct",
         "Apache-2.0",
     ),
     "harmless-smollm2": (

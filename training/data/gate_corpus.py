@@ -98,7 +98,9 @@ class GateCorpusConfig:
 
     data_dir: str = field(metadata={"help": "directory holding the shared public data files"})
     output_dir: str = field(default="runs/gate_corpus", metadata={"help": "where the files, stats and card go"})
-    sensitive_file: str = field(default=str(SENSITIVE_FILE), metadata={"help": "the project's sensitive-benign Q&A"})
+    sensitive_file: str | list[str] = field(
+        default=str(SENSITIVE_FILE), metadata={"help": "the project's sensitive-benign Q&A (a JSONL file, or several)"}
+    )
     source_files: dict[str, str] = field(
         default_factory=dict,
         metadata={"help": "file names in data_dir other than the defaults, by CorpusConfig field (pku_mini_file...)"},

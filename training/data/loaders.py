@@ -17,7 +17,7 @@ entry in :data:`LOADERS`.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -53,8 +53,11 @@ class SensitiveItem(BaseModel):
     topic: str
 
 
-def read_sensitive(path: str | Path) -> list[SensitiveItem]:
-    return read_jsonl_models(path, SensitiveItem)
+def read_sensitive(paths: str | Path | Sequence[str | Path]) -> list[SensitiveItem]:
+    """The rows of one sensitive-benign file, or of several in order (a later set adds to the first)."""
+    if isinstance(paths, (str, Path)):
+        paths = [paths]
+    return [item for path in paths for item in read_jsonl_models(path, SensitiveItem)]
 
 
 Record = CorrectionTriple | SafetyLabel | PreferencePair | Instruction

@@ -92,9 +92,9 @@ class CorpusConfig:
     exclude_eval_bucket: bool = field(
         default=False, metadata={"help": "drop every question of the evaluation bucket (splits.in_eval_bucket)"}
     )
-    sensitive_file: str | None = field(
+    sensitive_file: str | list[str] | None = field(
         default=None,
-        metadata={"help": "harmful-sounding benign Q&A (JSONL): identity triples of its answers and SmolLM2's"},
+        metadata={"help": "harmful-sounding benign Q&A (JSONL files): identity triples of its answers and SmolLM2's"},
     )
     safety_only_rule: SafetyOnlyRule = field(
         default="declined",
