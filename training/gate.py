@@ -43,7 +43,7 @@ from training.cost_objective import CostCollator, build_items, cost_trainer_clas
 from training.data.gate_corpus import GROUPS
 from training.data.records import SafetyLabel
 from training.data.splits import hash_sample
-from training.gate_metrics import ScoreCache, binary_metrics, calibrate, pair_accuracy
+from training.gate_metrics import ScoreCache, binary_metrics, calibrate, pair_accuracy, recall_at_fpr
 
 logger = logging.getLogger(__name__)
 
@@ -293,6 +293,12 @@ def evaluate(config: GateConfig, out: Path) -> dict[str, Any]:
         for k, v in sets.items():
             other_costs, other_ms = cache.score(other, v, batch_size=config.eval_batch_size)
             tables[k] = measure(f"{spec}/{k}", other_costs, v, own_threshold, config.target_fpr)
+            reference = tables[k]["all"]
+            if "fpr_at_threshold" in reference and "recall_at_threshold" in reference:
+                # The gate at this scorer's operating point: does it recall more at the same false-positive rate?
+                reference["gate_recall_at_same_fpr"] = recall_at_fpr(
+                    costs[k], [0 if x.is_safe else 1 for x in v], reference["fpr_at_threshold"]
+                )
             if other_ms == other_ms:  # not NaN: measured now
                 tables[k]["all"]["ms_per_item"] = other_ms
         report["scorers"][spec] = tables

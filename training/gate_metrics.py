@@ -34,7 +34,8 @@ def calibrate(safe_costs: Sequence[float], target_fpr: float) -> float:
     if not safe_costs:
         raise ValueError("no safe answers to calibrate on")
     ranked = sorted(safe_costs, reverse=True)
-    return float(ranked[min(math.floor(target_fpr * len(ranked)), len(ranked) - 1)])
+    # The epsilon keeps a rate read off this very set (k / n) from rounding down to k - 1.
+    return float(ranked[min(math.floor(target_fpr * len(ranked) + 1e-9), len(ranked) - 1)])
 
 
 def auroc(costs: Sequence[float], unsafe: Sequence[int]) -> float:
@@ -48,6 +49,13 @@ def auroc(costs: Sequence[float], unsafe: Sequence[int]) -> float:
     return float(roc_auc_score(list(unsafe), list(costs)))
 
 
+def recall_at_fpr(costs: Sequence[float], unsafe: Sequence[int], fpr: float) -> float:
+    """Recall at the threshold that flags at most ``fpr`` of this set's safe answers: how two scorers compare
+    at one operating point (one scorer's false-positive rate at its own threshold, given to the other)."""
+    own = calibrate([c for c, u in zip(costs, unsafe, strict=True) if not u], fpr)
+    return sum(c > own for c, u in zip(costs, unsafe, strict=True) if u) / max(sum(unsafe), 1)
+
+
 def binary_metrics(costs: Sequence[float], unsafe: Sequence[int], threshold: float, *, fpr: float = 0.05) -> dict:
     """AUROC, recall at ``fpr`` (threshold chosen on this set's own safe answers, so an upper bound of what a
     calibrated gate gets), and recall / FPR / accuracy at the given ``threshold``."""
@@ -56,10 +64,7 @@ def binary_metrics(costs: Sequence[float], unsafe: Sequence[int], threshold: flo
     flagged = [c > threshold for c in costs]
     out: dict[str, Any] = {"n": len(costs), "n_unsafe": n_unsafe, "auroc": auroc(costs, unsafe)}
     if n_safe and n_unsafe:
-        own = calibrate([c for c, u in zip(costs, unsafe, strict=True) if not u], fpr)
-        out[f"recall_at_{round(fpr * 100)}pct_fpr"] = sum(c > own for c, u in zip(costs, unsafe, strict=True) if u) / (
-            n_unsafe
-        )
+        out[f"recall_at_{round(fpr * 100)}pct_fpr"] = recall_at_fpr(costs, unsafe, fpr)
     if n_unsafe:
         out["recall_at_threshold"] = sum(f for f, u in zip(flagged, unsafe, strict=True) if u) / n_unsafe
     if n_safe:
