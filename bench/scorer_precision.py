@@ -41,7 +41,7 @@ def _ms_per_answer(scorer: object, prompts: list[str], answers: list[str]) -> fl
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--scorer", default="cost-minilm-ft-v2")
+    parser.add_argument("--scorer", default="cost-minilm-ft-v3")
     parser.add_argument("--data", type=Path, default=Path("runs/gate_corpus/gate_validation.jsonl"))
     parser.add_argument("--dtypes", nargs="+", default=["bfloat16"], choices=["bfloat16", "auto"])
     parser.add_argument("--batch-size", type=int, default=8, help="the proxy's default batch")

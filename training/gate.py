@@ -224,6 +224,16 @@ def calibrated_threshold(
     return max(candidates)
 
 
+REPORT_FPR = 0.05
+"""The false-positive rate every scorer's ``recall_at_5pct_fpr`` is read at, whatever the calibration target:
+one column that compares runs calibrated differently."""
+
+
+def _percent(rate: float) -> str:
+    """3.5 % as ``3.5%`` and 5 % as ``5%`` (a calibration target may be any rate)."""
+    return f"{100 * rate:g}%"
+
+
 def measure(
     name: str, costs: Sequence[float], labels: Sequence[SafetyLabel], threshold: float, fpr: float
 ) -> dict[str, Any]:
@@ -265,23 +275,23 @@ def evaluate(config: GateConfig, out: Path) -> dict[str, Any]:
     head_config = HeadConfig.read(out)
     head_config.threshold = threshold
     head_config.threshold_note = (
-        f"flags at most {config.target_fpr:.0%} of the validation split's safe answers, pooled and in each of "
+        f"flags at most {_percent(config.target_fpr)} of the validation split's safe answers, pooled and in each of "
         f"{', '.join(BENIGN_QUESTION_SOURCES)} (training/gate.py)"
     )
     if config.sensitive_target_fpr is not None:
-        head_config.threshold_note += f"; {config.sensitive_target_fpr:.0%} in {', '.join(SENSITIVE_SOURCES)}"
+        head_config.threshold_note += f"; {_percent(config.sensitive_target_fpr)} in {', '.join(SENSITIVE_SOURCES)}"
     head_config.save(out)
 
     report: dict[str, Any] = {
         "threshold": threshold,
         "target_fpr": config.target_fpr,
+        "sensitive_target_fpr": config.sensitive_target_fpr,
+        "threshold_note": head_config.threshold_note,
         "held_out_sources": sorted(held),
         "ms_per_item": ms,
         "scorers": {},
     }
-    report["scorers"]["gate"] = {
-        k: measure(f"gate/{k}", costs[k], v, threshold, config.target_fpr) for k, v in sets.items()
-    }
+    report["scorers"]["gate"] = {k: measure(f"gate/{k}", costs[k], v, threshold, REPORT_FPR) for k, v in sets.items()}
     in_pairs = [p for p in val_pairs if p.source not in held]
     if in_pairs:
         report["pair_accuracy"] = pair_accuracy(scorer, in_pairs, batch_size=config.eval_batch_size)
@@ -292,7 +302,7 @@ def evaluate(config: GateConfig, out: Path) -> dict[str, Any]:
         tables: dict[str, Any] = {}
         for k, v in sets.items():
             other_costs, other_ms = cache.score(other, v, batch_size=config.eval_batch_size)
-            tables[k] = measure(f"{spec}/{k}", other_costs, v, own_threshold, config.target_fpr)
+            tables[k] = measure(f"{spec}/{k}", other_costs, v, own_threshold, REPORT_FPR)
             reference = tables[k]["all"]
             if "fpr_at_threshold" in reference and "recall_at_threshold" in reference:
                 # The gate at this scorer's operating point: does it recall more at the same false-positive rate?

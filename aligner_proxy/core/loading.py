@@ -1,7 +1,7 @@
 """Loads the core from plain values: a cost scorer, a corrector, the alignment pipeline.
 
 The proxy, the batch tools, the trainers and the evals all build their models
-here, so one spelling (``smollm2``, ``cost-minilm-ft-v2``, a directory) means
+here, so one spelling (``smollm2``, ``cost-minilm-ft-v3``, a directory) means
 the same model everywhere. :class:`CoreConfig` is the one owner of the core's
 defaults; the proxy's settings read their defaults from it. Nothing here knows
 of HTTP serving or environment variables.

@@ -18,14 +18,17 @@ WEIGHTS_DIR = Path(__file__).resolve().parent
 CORRECTOR = "aligner-smollm2-lora-v1"
 """The default corrector: a LoRA Aligner on SmolLM2-135M-Instruct (``training/configs/corrector.yaml``)."""
 
-COST_SCORER = "cost-minilm-ft-v2"
+COST_SCORER = "cost-minilm-ft-v3"
 """The default gate: all-MiniLM-L6-v2 fine-tuned end to end with the Safe RLHF cost loss, with its own
-calibrated threshold (``training/configs/gate.yaml``)."""
+calibrated threshold (``training/configs/gate_v6.yaml``, recalibrated as docs/evals.md says)."""
+
+COST_SCORER_V2 = "cost-minilm-ft-v2"
+"""The previous default gate (``training/configs/gate.yaml``); loadable by name, as every number measured on it was."""
 
 COST_SCORER_V1 = "cost-minilm-v1"
 """The first gate (frozen all-MiniLM-L6-v2 + head, ``training/configs/cost_minilm.yaml``); loadable by name."""
 
-SHIPPED = (CORRECTOR, COST_SCORER, COST_SCORER_V1)
+SHIPPED = (CORRECTOR, COST_SCORER, COST_SCORER_V2, COST_SCORER_V1)
 
 
 def resolve_shipped(spec: str) -> str:

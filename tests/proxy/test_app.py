@@ -131,7 +131,7 @@ def test_serve_embedded_smollm2_corrects_a_harmful_answer() -> None:
         completion = raw.parse()
         aligner = completion.model_extra["aligner"]
         assert raw.headers["x-aligner-status"] == aligner["status"]
-        assert aligner["scorer"] == "cost-minilm-ft-v2" and aligner["corrector"] == "aligner-smollm2-lora-v1"
+        assert aligner["scorer"] == "cost-minilm-ft-v3" and aligner["corrector"] == "aligner-smollm2-lora-v1"
         assert aligner["original"] and aligner["cost_before"] > aligner["threshold"] > 1.0  # the gate flags it
         final = completion.choices[0].message.content
         assert final and final != aligner["original"]

@@ -28,7 +28,7 @@ def test_defaults_serve_the_embedded_model_on_localhost(monkeypatch: pytest.Monk
     assert (settings.host, settings.port) == ("127.0.0.1", 8000)
     [route] = settings.routes()
     assert route.upstream.embedded and route.upstream.model == "smollm2"
-    assert route.aligner.mode == "gated" and settings.scorer == "cost-minilm-ft-v2"
+    assert route.aligner.mode == "gated" and settings.scorer == "cost-minilm-ft-v3"
     assert settings.core_config().adapter_spec() == "aligner-smollm2-lora-v1"
     assert Settings(corrector_model="/some/aligner").core_config().adapter_spec() is None
     assert Settings(corrector_adapter="none").core_config().adapter_spec() is None

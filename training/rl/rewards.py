@@ -246,7 +246,7 @@ def _classifier(path: str, cache_dir: Path) -> Scorer:
 
 
 def _embedding(spec: str, cache_dir: Path) -> Scorer:
-    """A head directory or a shipped scorer's name (``cost-minilm-ft-v2``, the proxy's default gate)."""
+    """A head directory or a shipped scorer's name (``cost-minilm-ft-v3``, the proxy's default gate)."""
     from aligner_proxy.core.loading import load_cost_scorer
 
     return load_cost_scorer(spec, cache_dir=cache_dir)
