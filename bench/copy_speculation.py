@@ -56,12 +56,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--lookup", type=int, default=10, help="prompt_lookup_tokens of the speculative run")
     parser.add_argument("--max-new-tokens", type=int, default=160)
+    parser.add_argument("--adapter", default=CORRECTOR, help="the corrector's LoRA: a shipped name or a directory")
     args = parser.parse_args()
     pool = ModelPool()
-    adapter = resolve_shipped(CORRECTOR)
-    plain = TransformersGenerator.load("smollm2", adapter=adapter, pool=pool, model_id=CORRECTOR)
+    adapter = resolve_shipped(args.adapter)
+    plain = TransformersGenerator.load("smollm2", adapter=adapter, pool=pool, model_id=args.adapter)
     fast = TransformersGenerator.load(
-        "smollm2", adapter=adapter, pool=pool, model_id=CORRECTOR, prompt_lookup_tokens=args.lookup
+        "smollm2", adapter=adapter, pool=pool, model_id=args.adapter, prompt_lookup_tokens=args.lookup
     )
     params = GenerationParams(max_new_tokens=args.max_new_tokens)
     for kind, pairs in (("benign answers", BENIGN), ("harmful answers", HARMFUL)):

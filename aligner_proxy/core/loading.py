@@ -50,7 +50,7 @@ class CoreConfig:
     corrector_api_key: str | None = None
     corrector_timeout_s: float = 300.0  # one remote correction, every byte and every retry included
     corrector_tokenizer: str | None = None  # the remote corrector's tokenizer: exact budgets, its special tokens
-    corrector_prompt_lookup_tokens: int = 10  # copy speculation for lone greedy corrections (transformers); 0: off
+    corrector_prompt_lookup_tokens: int = 20  # copy speculation for lone greedy corrections (transformers); 0: off
     corrector_template: str = DEFAULT_TEMPLATE
     corrector_max_new_tokens: int = 256
     corrector_length_ratio: float | None = 1.5  # budget: 1.5 × the answer's tokens + 32, up to max_new_tokens
