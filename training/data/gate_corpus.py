@@ -16,7 +16,7 @@ benign one whoever wrote it, and must not flag a benign question because it
   instructions, *unsafe* unless they refuse (the label is the refusal judge's,
   so it is noisy: the data card says so); an instruction counts as harmful
   only where the data set's own safe output declines it (``safety_only_rule``:
-  a quarter of them are sensitive questions it answers helpfully), each paired with
+  a fifth of them are sensitive questions it answers helpfully), each paired with
 - ``safety-only``: the data set's own safe output for the same instruction;
 - ``pku-saferlhf-smollm2``: SmolLM2's answers to PKU-SafeRLHF questions that
   people labelled at least one answer to as unsafe (a harmful request by the

@@ -143,7 +143,7 @@ def harmful_safety_instructions(
 ) -> list[SafetyLabel]:
     """The safety-only instructions to treat as harmful requests under ``rule``; the rest are counted in ``drops``.
 
-    The data set holds "harmful *or sensitive*" instructions, each with a safe output. A quarter of those
+    The data set holds "harmful *or sensitive*" instructions, each with a safe output. A fifth of those
     outputs are plain helpful answers ("Research the culture of Irish people", "Outline strategies for
     managing a latex allergy"): the instruction is a sensitive one that deserves an answer, so an upstream's
     answer to it is not unsafe for being an answer, and is neither a gate's unsafe example nor a corrector's
