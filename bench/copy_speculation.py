@@ -6,7 +6,7 @@ rewrite or refuse), one at a time, greedily, with the corrector's prompt. Each
 correction runs plain and with ``prompt_lookup_tokens``; the outputs must be
 identical, and the ratio of tokens/s is printed per kind:
 
-    .venv/bin/python bench/copy_speculation.py --lookup 10
+    .venv/bin/python bench/copy_speculation.py   # --lookup N: N drafted tokens instead of the proxy's default
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from aligner_proxy.core.backends.transformers import TransformersGenerator
 from aligner_proxy.core.corrector import CorrectionInput, Corrector
 from aligner_proxy.core.generation import GenerationParams
+from aligner_proxy.core.loading import CoreConfig
 from aligner_proxy.core.models import ModelPool
 from aligner_proxy.weights import CORRECTOR, resolve_shipped
 
@@ -54,7 +55,12 @@ def run(corrector: Corrector, items: list[CorrectionInput]) -> tuple[list[str], 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--lookup", type=int, default=10, help="prompt_lookup_tokens of the speculative run")
+    parser.add_argument(
+        "--lookup",
+        type=int,
+        default=CoreConfig.corrector_prompt_lookup_tokens,
+        help="prompt_lookup_tokens of the speculative run (default: the proxy's)",
+    )
     parser.add_argument("--max-new-tokens", type=int, default=160)
     parser.add_argument("--adapter", default=CORRECTOR, help="the corrector's LoRA: a shipped name or a directory")
     args = parser.parse_args()

@@ -29,6 +29,7 @@ from fastapi import FastAPI, Request
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from aligner_proxy.weights import COST_SCORER
 from bench.processes import app_process
 from tests.proxy.fakes import chat_response
 from tests.proxy.helpers import MODEL, proxy_app
@@ -115,7 +116,7 @@ def main() -> None:
     parser.add_argument("--delay", type=float, default=1.0, help="the upstream's answer time, seconds")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 16])
     parser.add_argument("--rounds", type=int, default=4, help="requests per client at each concurrency")
-    parser.add_argument("--scorer", default="cost-minilm-ft-v3", help="the gate (a name load_cost_scorer takes)")
+    parser.add_argument("--scorer", default=COST_SCORER, help="the gate (a name load_cost_scorer takes)")
     parser.add_argument(
         "--scorer-dtype", default="auto", choices=["auto", "float32", "bfloat16"], help="as ALIGNER_SCORER_DTYPE"
     )

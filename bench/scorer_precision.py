@@ -2,7 +2,7 @@
 
 Scores a labelled JSONL file (``question``, ``answer``, ``is_safe``: by default
 the shipped gate's validation split, which ``python -m training.data.gate_corpus
---config training/configs/gate_corpus.yaml`` writes) with the scorer in float32 and in each
+--config training/configs/gate_corpus_v6.yaml`` writes) with the scorer in float32 and in each
 ``--dtypes`` precision, in one process: ms per answer at ``--batch-size``
 (best of three passes over the first 64 rows), AUROC, the false-positive rate
 on safe answers and the recall on unsafe ones at the scorer's calibrated
@@ -28,6 +28,7 @@ from sklearn.metrics import roc_auc_score
 
 from aligner_proxy.core.loading import load_cost_scorer
 from aligner_proxy.core.scorer import default_threshold
+from aligner_proxy.weights import COST_SCORER
 
 
 def _ms_per_answer(scorer: object, prompts: list[str], answers: list[str]) -> float:
@@ -41,8 +42,8 @@ def _ms_per_answer(scorer: object, prompts: list[str], answers: list[str]) -> fl
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--scorer", default="cost-minilm-ft-v3")
-    parser.add_argument("--data", type=Path, default=Path("runs/gate_corpus/gate_validation.jsonl"))
+    parser.add_argument("--scorer", default=COST_SCORER)
+    parser.add_argument("--data", type=Path, default=Path("runs/gate_corpus_v6/gate_validation.jsonl"))
     parser.add_argument("--dtypes", nargs="+", default=["bfloat16"], choices=["bfloat16", "auto"])
     parser.add_argument("--batch-size", type=int, default=8, help="the proxy's default batch")
     parser.add_argument("--alone", type=int, default=48, help="answers also scored one at a time")

@@ -46,6 +46,7 @@ from aligner_proxy.core.backends.remote import RemoteCompletionsGenerator
 from aligner_proxy.core.backends.transformers import TransformersGenerator
 from aligner_proxy.core.corrector import CorrectionInput, Corrector
 from aligner_proxy.core.generation import ChatMessage, GenerationParams, TextGenerator
+from aligner_proxy.core.loading import CoreConfig
 from aligner_proxy.core.models import resolve_model
 from aligner_proxy.weights import CORRECTOR, resolve_shipped
 
@@ -193,7 +194,11 @@ def main() -> None:
         # The corrector as the proxy ships it: copy speculation for lone greedy corrections.
         upstream = TransformersGenerator.load("smollm2", dtype=dtype, max_batch_size=8)
         corrector = TransformersGenerator.load(
-            "smollm2", dtype=dtype, adapter=adapter, max_batch_size=8, prompt_lookup_tokens=10
+            "smollm2",
+            dtype=dtype,
+            adapter=adapter,
+            max_batch_size=8,
+            prompt_lookup_tokens=CoreConfig.corrector_prompt_lookup_tokens,
         )
         prompts = prompts or [upstream.render_chat([ChatMessage(role="user", content=q)]) for q in QUESTIONS]
         runs[f"transformers {dtype}"] = measure(upstream, corrector, prompts, args.max_new_tokens)

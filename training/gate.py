@@ -43,7 +43,7 @@ from training.cost_objective import CostCollator, build_items, cost_trainer_clas
 from training.data.gate_corpus import GROUPS
 from training.data.records import SafetyLabel
 from training.data.splits import hash_sample
-from training.gate_metrics import ScoreCache, binary_metrics, calibrate, pair_accuracy, recall_at_fpr
+from training.gate_metrics import ScoreCache, binary_metrics, calibrate, pair_accuracy, percent, recall_at_fpr
 
 logger = logging.getLogger(__name__)
 
@@ -229,20 +229,13 @@ REPORT_FPR = 0.05
 one column that compares runs calibrated differently."""
 
 
-def _percent(rate: float) -> str:
-    """3.5 % as ``3.5%`` and 5 % as ``5%`` (a calibration target may be any rate)."""
-    return f"{100 * rate:g}%"
-
-
-def measure(
-    name: str, costs: Sequence[float], labels: Sequence[SafetyLabel], threshold: float, fpr: float
-) -> dict[str, Any]:
-    """:func:`binary_metrics` on all ``labels`` and per source."""
+def measure(name: str, costs: Sequence[float], labels: Sequence[SafetyLabel], threshold: float) -> dict[str, Any]:
+    """:func:`binary_metrics` on all ``labels`` and per source (recall at a free threshold read at REPORT_FPR)."""
     unsafe = [0 if x.is_safe else 1 for x in labels]
-    table: dict[str, Any] = {"all": binary_metrics(costs, unsafe, threshold, fpr=fpr)}
+    table: dict[str, Any] = {"all": binary_metrics(costs, unsafe, threshold, fpr=REPORT_FPR)}
     for source in sorted({x.source for x in labels}):
         rows = [i for i, x in enumerate(labels) if x.source == source]
-        table[source] = binary_metrics([costs[i] for i in rows], [unsafe[i] for i in rows], threshold, fpr=fpr)
+        table[source] = binary_metrics([costs[i] for i in rows], [unsafe[i] for i in rows], threshold, fpr=REPORT_FPR)
     logger.info("%s: %s", name, json.dumps(table["all"]))
     return table
 
@@ -275,11 +268,11 @@ def evaluate(config: GateConfig, out: Path) -> dict[str, Any]:
     head_config = HeadConfig.read(out)
     head_config.threshold = threshold
     head_config.threshold_note = (
-        f"flags at most {_percent(config.target_fpr)} of the validation split's safe answers, pooled and in each of "
+        f"flags at most {percent(config.target_fpr)} of the validation split's safe answers, pooled and in each of "
         f"{', '.join(BENIGN_QUESTION_SOURCES)} (training/gate.py)"
     )
     if config.sensitive_target_fpr is not None:
-        head_config.threshold_note += f"; {_percent(config.sensitive_target_fpr)} in {', '.join(SENSITIVE_SOURCES)}"
+        head_config.threshold_note += f"; {percent(config.sensitive_target_fpr)} in {', '.join(SENSITIVE_SOURCES)}"
     head_config.save(out)
 
     report: dict[str, Any] = {
@@ -291,7 +284,7 @@ def evaluate(config: GateConfig, out: Path) -> dict[str, Any]:
         "ms_per_item": ms,
         "scorers": {},
     }
-    report["scorers"]["gate"] = {k: measure(f"gate/{k}", costs[k], v, threshold, REPORT_FPR) for k, v in sets.items()}
+    report["scorers"]["gate"] = {k: measure(f"gate/{k}", costs[k], v, threshold) for k, v in sets.items()}
     in_pairs = [p for p in val_pairs if p.source not in held]
     if in_pairs:
         report["pair_accuracy"] = pair_accuracy(scorer, in_pairs, batch_size=config.eval_batch_size)
@@ -302,7 +295,7 @@ def evaluate(config: GateConfig, out: Path) -> dict[str, Any]:
         tables: dict[str, Any] = {}
         for k, v in sets.items():
             other_costs, other_ms = cache.score(other, v, batch_size=config.eval_batch_size)
-            tables[k] = measure(f"{spec}/{k}", other_costs, v, own_threshold, REPORT_FPR)
+            tables[k] = measure(f"{spec}/{k}", other_costs, v, own_threshold)
             reference = tables[k]["all"]
             if "fpr_at_threshold" in reference and "recall_at_threshold" in reference:
                 # The gate at this scorer's operating point: does it recall more at the same false-positive rate?

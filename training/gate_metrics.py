@@ -49,6 +49,11 @@ def auroc(costs: Sequence[float], unsafe: Sequence[int]) -> float:
     return float(roc_auc_score(list(unsafe), list(costs)))
 
 
+def percent(rate: float) -> str:
+    """3.5 % as ``3.5%`` and 5 % as ``5%`` (a calibration target may be any rate)."""
+    return f"{100 * rate:g}%"
+
+
 def recall_at_fpr(costs: Sequence[float], unsafe: Sequence[int], fpr: float) -> float:
     """Recall at the threshold that flags at most ``fpr`` of this set's safe answers: how two scorers compare
     at one operating point (one scorer's false-positive rate at its own threshold, given to the other)."""

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from aligner_proxy.core.backends.embedding import ENCODER_WEIGHTS, HEAD_CONFIG, HEAD_WEIGHTS
+from training.gate_metrics import percent
 
 logger = logging.getLogger(__name__)
 
@@ -69,7 +70,7 @@ def render_tables(main: dict[str, Any], holdouts: dict[str, dict[str, Any]]) -> 
         "",
         f"Each scorer at its own threshold (this gate: {main['threshold']:.3f}, which "
         + main.get(
-            "threshold_note", f"flags at most {100 * main['target_fpr']:g}% of the validation split's safe answers"
+            "threshold_note", f"flags at most {percent(main['target_fpr'])} of the validation split's safe answers"
         )
         + "; `cost-minilm-v1` and the heuristic: 0). *Recall at 5 % FPR* picks the threshold on the rows "
         "themselves, so it is each scorer's best case at that false-positive rate. Scoring: "

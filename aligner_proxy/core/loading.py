@@ -42,7 +42,7 @@ class CoreConfig:
     """Which scorer and corrector the pipeline runs, and the limits it runs them under."""
 
     scorer: str = COST_SCORER
-    scorer_dtype: ScorerDtype = "auto"  # bfloat16 where the CPU runs it natively (2.3x the gate's speed), else float32
+    scorer_dtype: ScorerDtype = "auto"  # bfloat16 where the CPU runs it natively (2.7x the gate's speed), else float32
     corrector_model: str = "smollm2"
     corrector_adapter: str | None = "auto"  # 'auto': the shipped Aligner on smollm2; 'none': zero-shot base
     corrector_backend: CorrectorBackend = "transformers"
@@ -142,7 +142,7 @@ def load_cost_scorer(
     ``max_length`` applies to sequence classifiers (an embedding head keeps the
     length it was trained with). ``dtype`` is the model's weights; ``"auto"``
     is bfloat16 on a CPU that runs it natively (on its validation split the
-    shipped gate's costs move by 0.03 at most and 1 flag in 1,026 changes:
+    shipped gate's costs move by 0.08 at most and 2 flags in 1,504 change:
     docs/benchmarks.md), else float32. Trainers keep float32.
     """
     if spec == "heuristic":
