@@ -120,6 +120,10 @@ class OpenAIUpstream:
             max_keepalive=64,
             transport=transport,
         )
+        # Each endpoint's absolute URL, merged with the base once: httpx re-parses and joins a relative
+        # path on every request otherwise.
+        paths = ("/chat/completions", "/completions")
+        self._urls = {path: self._client.build_request("POST", path).url for path in paths}
 
     async def chat(self, request: ChatCompletionRequest, model: str) -> ChatCompletionResponse:
         return await self._post("/chat/completions", request.upstream_body(model), ChatCompletionResponse)
@@ -141,7 +145,7 @@ class OpenAIUpstream:
         await self._client.aclose()
 
     def _request(self, path: str, body: dict[str, Any]) -> httpx.Request:
-        return self._client.build_request("POST", path, json=body)
+        return self._client.build_request("POST", self._urls[path], json=body)
 
     async def _post(self, path: str, body: dict[str, Any], model_cls: type[ModelT]) -> ModelT:
         try:
@@ -150,15 +154,15 @@ class OpenAIUpstream:
                     self._client, lambda: self._request(path, body), self.retry, stream=True
                 )
                 try:
-                    response = await read_body(opened, self.max_bytes)
+                    content = await read_body(opened, self.max_bytes)
                 finally:
                     await opened.aclose()
         except _WIRE_FAILURES as exc:
             raise self._failure(exc, streaming=False) from exc
-        if response.status_code >= 400:
-            raise _upstream_error(response, self._api_key)
+        if opened.status_code >= 400:
+            raise _upstream_error(opened, content, self._api_key)
         try:
-            return model_cls.model_validate_json(response.content)
+            return model_cls.model_validate_json(content)
         except ValidationError as exc:
             raise UpstreamError(f"the upstream returned a malformed {path} response") from exc
 
@@ -169,8 +173,7 @@ class OpenAIUpstream:
         try:
             async with stream_with_retries(self._client, lambda: self._request(path, body), self.retry) as response:
                 if response.status_code >= 400:
-                    await response.aread()
-                    raise _upstream_error(response, self._api_key)
+                    raise _upstream_error(response, await read_body(response, self.max_bytes), self._api_key)
                 async for payload in sse_data(response, deadline=deadline, max_bytes=self.max_bytes):
                     try:
                         chunk = chunk_cls.model_validate_json(payload)
@@ -227,15 +230,15 @@ def _stream_error(payload: str, api_key: str | None) -> UpstreamError:
     return UpstreamError("the upstream sent a malformed stream chunk")
 
 
-def _upstream_error(response: httpx.Response, api_key: str | None) -> UpstreamError:
-    """Relay the upstream's own error: a 4xx keeps its status, a 5xx becomes a 502."""
+def _upstream_error(response: httpx.Response, content: bytes, api_key: str | None) -> UpstreamError:
+    """Relay the upstream's own error (its body, ``content``): a 4xx keeps its status, a 5xx becomes a 502."""
     message, error_type, param, code = f"the upstream answered HTTP {response.status_code}", None, None, None
     try:
-        error = response.json().get("error", {})
+        error = json.loads(content).get("error", {})
         if isinstance(error, dict):
             message = str(error.get("message") or message)
             error_type, param, code = error.get("type"), error.get("param"), error.get("code")
-    except (json.JSONDecodeError, AttributeError):
+    except (ValueError, AttributeError):  # not JSON, not UTF-8, or not an object
         pass  # a non-JSON error page: the status line says enough
     status = response.status_code if response.status_code < 500 else 502
     retry_after = response.headers.get("retry-after")

@@ -7,6 +7,8 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
+from aligner_proxy.server.bodies import decode_json_object
+from aligner_proxy.server.errors import InvalidRequestError
 from tests.proxy.fakes import fake_upstream_app, serve
 from tests.proxy.helpers import MODEL, running_proxy
 
@@ -47,6 +49,33 @@ def test_unprocessable_bodies_are_400s_and_the_connection_survives(proxy: str, n
         assert "Traceback" not in response.text
         # The same kept-alive connection serves the next request.
         assert client.get("/health").status_code == 200
+
+
+RAW_BAD_BODIES = {
+    "escaped lone surrogate": b'{"m": "\\ud800"}',
+    "UTF-8-encoded lone surrogate": b'{"m": "\xed\xa0\x80"}',
+    "UTF-16 lone surrogate": '{"m": "x"}'.encode("utf-16-le").replace(b"x\x00", b"\x00\xd8"),
+    "UTF-16 with a byte-order mark": '{"m": "\ud800"}'.encode("utf-16", "surrogatepass"),
+    "33 levels in a few brackets' worth of text": b'{"x": ' + b"[" * 32 + b"]" * 32 + b"}",
+}
+
+
+@pytest.mark.parametrize("name", list(RAW_BAD_BODIES))
+def test_the_decoder_refuses_what_its_fast_path_must_not_skip(name: str) -> None:
+    with pytest.raises(InvalidRequestError):
+        decode_json_object(RAW_BAD_BODIES[name])
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b'{"m": "\\ud83d\\ude00 a surrogate pair is one character"}',
+        '{"m": "é 😀", "n": [[1], {"a": [2]}]}'.encode(),
+        b'{"x": ' + b"[" * 31 + b"]" * 31 + b"}",
+    ],
+)
+def test_the_decoder_accepts_pairs_non_ascii_text_and_nesting_within_the_limit(raw: bytes) -> None:
+    assert isinstance(decode_json_object(raw), dict)
 
 
 def test_an_empty_prompt_list_is_a_400(proxy: str) -> None:

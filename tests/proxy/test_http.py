@@ -12,6 +12,7 @@ import pytest
 from aligner_proxy.core.http import (
     ExchangeError,
     ExchangeTimeoutError,
+    OutboundClient,
     RetryPolicy,
     UnreachableError,
     parse_retry_after,
@@ -52,7 +53,7 @@ OK = status(200)
 
 
 async def send(handler: Scripted, policy: RetryPolicy = FAST) -> httpx.Response:
-    async with httpx.AsyncClient(transport=httpx.MockTransport(handler), headers={"Authorization": "Bearer sk-k"}) as c:
+    async with OutboundClient(transport=httpx.MockTransport(handler), headers={"Authorization": "Bearer sk-k"}) as c:
         return await send_with_retries(c, lambda: c.build_request("POST", URL, json={"prompt": "p"}), policy)
 
 
@@ -193,3 +194,75 @@ async def test_a_stream_hands_back_an_error_answer_with_a_readable_body() -> Non
             await response.aread()
             assert response.status_code == 404 and response.json()["error"]["message"] == "status 404"
     assert handler.calls == 1 and response.is_closed
+
+
+# ----------------------------------------------------------------- OutboundClient
+
+
+def cookie_setter(seen: list[str | None]) -> Callable[[httpx.Request], httpx.Response]:
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request.headers.get("cookie"))
+        return httpx.Response(200, json={}, headers={"set-cookie": "session=user-a; Path=/"})
+
+    return handler
+
+
+@pytest.mark.parametrize("client_class", [httpx.AsyncClient, OutboundClient])
+async def test_an_upstream_cookie_is_never_replayed_on_the_next_request(client_class: type[httpx.AsyncClient]) -> None:
+    seen: list[str | None] = []
+    async with client_class(transport=httpx.MockTransport(cookie_setter(seen))) as client:
+        for _ in range(2):
+            await client.post(URL, json={})
+    replayed = seen[1] is not None
+    # httpx's own client keeps the cookie (what the override exists to prevent); the outbound client does not.
+    assert replayed is (client_class is httpx.AsyncClient)
+
+
+async def test_the_outbound_client_still_routes_by_mounts_and_sets_its_timeouts() -> None:
+    mounted: list[httpx.Request] = []
+
+    def other(request: httpx.Request) -> httpx.Response:
+        mounted.append(request)
+        return httpx.Response(200, content=b"mounted")
+
+    default = httpx.MockTransport(lambda request: httpx.Response(200, content=b"default"))
+    mounts = {"http://other.test": httpx.MockTransport(other)}
+    async with OutboundClient(transport=default, mounts=mounts, timeout=httpx.Timeout(7.0)) as client:
+        assert (await client.send(httpx.Request("GET", "http://other.test/x"))).content == b"mounted"
+        assert (await client.get(URL)).content == b"default"
+    assert mounted[0].extensions["timeout"]["read"] == 7.0  # a request built by hand gets the client's timeouts
+
+
+class Chunks(httpx.AsyncByteStream):
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        for part in (b"mo", b"ved"):
+            yield part
+
+
+async def test_the_outbound_client_returns_a_redirect_as_it_came_and_reads_bodies_unless_streaming() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(302, headers={"location": "http://elsewhere.test/"}, stream=Chunks())
+
+    async with OutboundClient(transport=httpx.MockTransport(handler)) as client:
+        response = await client.post(URL, json={})
+        assert response.status_code == 302 and response.content == b"moved" and response.is_closed
+        async with client.stream("POST", URL, json={}) as streamed:
+            assert not streamed.is_stream_consumed
+            assert await streamed.aread() == b"moved"
+
+
+async def test_a_transport_error_from_the_outbound_client_names_its_request() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("refused")  # raised without its request, as httpcore's mapping does
+
+    async with OutboundClient(transport=httpx.MockTransport(handler)) as client:
+        with pytest.raises(httpx.ConnectError) as caught:
+            await client.post(URL, json={})
+    assert caught.value.request.url == URL
+
+
+async def test_a_closed_outbound_client_refuses_to_send() -> None:
+    client = OutboundClient(transport=httpx.MockTransport(lambda request: httpx.Response(200)))
+    await client.aclose()
+    with pytest.raises(RuntimeError):
+        await client.get(URL)
