@@ -3,9 +3,12 @@
 Each request corrects one answer through the core (``Corrector.correct`` of one
 item, as the proxy does per request); concurrent requests meet in the
 generator's micro-batcher and share forward passes. Serial (one at a time) is
-the baseline of the same run:
+the baseline of the same run. The corrector is configured as the proxy ships
+it: a lone greedy correction uses copy speculation (``--prompt-lookup-tokens``,
+the core's default; 0 turns it off), batches decode plainly:
 
     .venv/bin/python bench/corrections_concurrency.py --max-new-tokens 64
+    .venv/bin/python bench/corrections_concurrency.py --max-new-tokens 64 --prompt-lookup-tokens 0
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from aligner_proxy.core.backends.transformers import TransformersGenerator
 from aligner_proxy.core.corrector import CorrectionInput, Corrector
 from aligner_proxy.core.generation import GenerationParams
+from aligner_proxy.core.loading import CoreConfig
 from aligner_proxy.weights import CORRECTOR, resolve_shipped
 
 ANSWERS = [
@@ -49,9 +53,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--requests", type=int, default=32)
     parser.add_argument("--max-new-tokens", type=int, default=64)
+    parser.add_argument(
+        "--prompt-lookup-tokens",
+        type=int,
+        default=CoreConfig.corrector_prompt_lookup_tokens,
+        help="copy speculation's drafted tokens for a lone correction (the proxy's default); 0: off",
+    )
     args = parser.parse_args()
     generator = TransformersGenerator.load(
-        "smollm2", adapter=resolve_shipped(CORRECTOR), model_id=CORRECTOR, max_batch_size=16
+        "smollm2",
+        adapter=resolve_shipped(CORRECTOR),
+        model_id=CORRECTOR,
+        max_batch_size=16,
+        prompt_lookup_tokens=args.prompt_lookup_tokens,
     )
     corrector = Corrector(generator, params=GenerationParams(max_new_tokens=args.max_new_tokens))
     asyncio.run(serve(corrector, 4, 1))  # warm-up

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from aligner_proxy.core.backends import BackendError
+from aligner_proxy.core.backends.speculation import speculative_greedy
 from aligner_proxy.core.backends.streaming import CancelCriterion, LoopCriterion, StopScanner, TokenStream, cut_at_stop
 from aligner_proxy.core.backends.tokenizer import (
     count_tokens,
@@ -54,10 +55,10 @@ class TransformersGenerator:
         prompt_lookup_tokens: int = 0,
     ) -> None:
         self._loaded = loaded
-        # Copy speculation (transformers' prompt lookup): draft this many tokens from n-grams of the prompt
-        # and verify them in one forward pass. Greedy output is unchanged; it pays where the output copies
-        # the prompt (a corrector keeping a good answer: ~3.5x on SmolLM2) and costs where it does not (a
-        # rewrite: ~0.75x). transformers runs it for one sequence at a time, so only lone greedy calls use it.
+        # Copy speculation (:mod:`~aligner_proxy.core.backends.speculation`): draft up to this many tokens
+        # from where the last few tokens appeared before and verify them in one forward pass. Greedy output
+        # is unchanged; it pays where the output copies the prompt (a corrector keeping a good answer) and
+        # costs next to nothing where it does not. One sequence at a time, so only lone greedy calls use it.
         self.prompt_lookup_tokens = prompt_lookup_tokens
         self._tokenizer = loaded.tokenizer
         self._model_id = model_id
@@ -206,7 +207,7 @@ class TransformersGenerator:
         cancel: threading.Event | None = None,
     ) -> list[Generation]:
         import torch
-        from transformers import StoppingCriteriaList
+        from transformers import StoppingCriteriaList, StopStringCriteria
 
         encoded = [self._encode(p) for p in prompts]
         width = max(len(ids) for ids in encoded)
@@ -228,24 +229,43 @@ class TransformersGenerator:
             kwargs.update(stop_strings=list(params.stop), tokenizer=self._tokenizer)
         if params.repetition_penalty != 1.0:
             kwargs.update(repetition_penalty=params.repetition_penalty)
-        if self.prompt_lookup_tokens and len(prompts) == 1 and params.temperature == 0 and streamer is None:
-            kwargs.update(prompt_lookup_num_tokens=self.prompt_lookup_tokens)
         criteria = StoppingCriteriaList([CancelCriterion(cancel)] if cancel is not None else [])
         if params.stop_loops:
             criteria.append(LoopCriterion(DEFAULT_LOOP_GUARD, width))
+        speculate = (
+            self.prompt_lookup_tokens > 0
+            and len(prompts) == 1
+            and params.temperature == 0
+            and params.repetition_penalty == 1.0
+            and streamer is None
+        )
+        if speculate and params.stop:  # what generate(stop_strings=...) adds to the criteria
+            criteria.append(StopStringCriteria(self._tokenizer, list(params.stop)))
 
         started = time.perf_counter()
         with torch.random.fork_rng(devices=[]), torch.inference_mode(), self._loaded.activate() as model:
             if params.seed is not None:
                 torch.manual_seed(params.seed)
-            output = model.generate(
-                input_ids=input_ids,
-                attention_mask=attention_mask,
-                stopping_criteria=criteria,
-                streamer=streamer,
-                **kwargs,
-            )
-        new_tokens = output[:, width:].tolist()
+            if speculate:
+                new_tokens = [
+                    speculative_greedy(
+                        model,
+                        encoded[0],
+                        max_new_tokens=params.max_new_tokens,
+                        eos_ids=self._eos_ids,
+                        draft_tokens=self.prompt_lookup_tokens,
+                        should_stop=(lambda ids: bool(criteria(torch.tensor([ids]), None).any())) if criteria else None,
+                    )
+                ]
+            else:
+                output = model.generate(
+                    input_ids=input_ids,
+                    attention_mask=attention_mask,
+                    stopping_criteria=criteria,
+                    streamer=streamer,
+                    **kwargs,
+                )
+                new_tokens = output[:, width:].tolist()
         logger.debug(
             "%s: generated for %d prompt(s) of up to %d tokens in %.2f s",
             self._model_id,

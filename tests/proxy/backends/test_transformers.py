@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -185,17 +186,17 @@ def test_generate_batch_works_without_an_event_loop(generator: TransformersGener
 def test_copy_speculation_leaves_greedy_output_unchanged(
     tiny_lm_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Prompt lookup drafts from the prompt and verifies: lone greedy calls must decode exactly as without it."""
-    from transformers.generation.utils import GenerationMixin
+    """Lone greedy calls decode with copy speculation, exactly as without it, stop strings included; batches,
+    sampling and a repetition penalty decode plainly."""
+    from aligner_proxy.core.backends import speculation, transformers
 
-    seen: list[object] = []
-    generate = GenerationMixin.generate
+    calls: list[int] = []
 
-    def spy(self: object, *args: object, **kwargs: object) -> object:
-        seen.append(kwargs.get("prompt_lookup_num_tokens"))
-        return generate(self, *args, **kwargs)  # type: ignore[arg-type]
+    def spy(*args: Any, **kwargs: Any) -> list[int]:
+        calls.append(kwargs["draft_tokens"])
+        return speculation.speculative_greedy(*args, **kwargs)
 
-    monkeypatch.setattr(GenerationMixin, "generate", spy)
+    monkeypatch.setattr(transformers, "speculative_greedy", spy)
     plain = TransformersGenerator.load(str(tiny_lm_dir), cache_dir=tmp_path)
     copying = TransformersGenerator.load(str(tiny_lm_dir), cache_dir=tmp_path, prompt_lookup_tokens=4)
     params = GenerationParams(max_new_tokens=24)
@@ -203,9 +204,17 @@ def test_copy_speculation_leaves_greedy_output_unchanged(
     prompts = [p + " " + p + " " + p for p in PROMPTS]
     for prompt in prompts:
         assert copying.generate_batch([prompt], params) == plain.generate_batch([prompt], params)
-    assert seen.count(4) == len(prompts) and seen.count(None) == len(prompts)
-    copying.generate_batch(prompts[:2], params)  # a batch of two decodes without it
-    assert seen[-1] is None
+        # A stop string that the plain output contains ends both at the same place.
+        text = plain.generate_batch([prompt], params)[0].text
+        stop, at = _ascii_stop(text)
+        stopping = GenerationParams(max_new_tokens=24, stop=(stop,))
+        [cut] = copying.generate_batch([prompt], stopping)
+        assert [cut] == plain.generate_batch([prompt], stopping) and cut.text == text[:at]
+    assert calls == [4] * 2 * len(prompts)
+    copying.generate_batch(prompts[:2], params)  # a batch of two
+    copying.generate_batch(prompts[:1], GenerationParams(max_new_tokens=8, temperature=0.7, seed=1))
+    copying.generate_batch(prompts[:1], GenerationParams(max_new_tokens=8, repetition_penalty=1.1))
+    assert len(calls) == 2 * len(prompts)
 
 
 async def test_the_loop_guard_cuts_a_looping_output_where_the_loop_closes(
