@@ -40,6 +40,9 @@ from aligner_proxy.core.models import DEFAULT_CACHE_DIR, LoadedModel, ModelPool
 
 logger = logging.getLogger(__name__)
 
+STOP_CRITERIA_KEPT = 32
+"""Sets of stop strings whose built criterion a generator keeps (see ``TransformersGenerator._stop_criterion``)."""
+
 
 class TransformersGenerator:
     """A transformers causal LM as a micro-batched :class:`~aligner_proxy.core.generation.ChatGenerator`."""
@@ -76,6 +79,8 @@ class TransformersGenerator:
         pad = self._tokenizer.pad_token_id
         self._pad_id: int = pad if pad is not None else next(iter(sorted(self._eos_ids)), 0)
         self._special_tokens = special_token_strings(self._tokenizer)
+        self._stop_criteria: dict[tuple[str, ...], Any] = {}
+        self._stop_lock = threading.Lock()
 
     @classmethod
     def load(
@@ -207,7 +212,7 @@ class TransformersGenerator:
         cancel: threading.Event | None = None,
     ) -> list[Generation]:
         import torch
-        from transformers import StoppingCriteriaList, StopStringCriteria
+        from transformers import StoppingCriteriaList
 
         encoded = [self._encode(p) for p in prompts]
         width = max(len(ids) for ids in encoded)
@@ -225,8 +230,6 @@ class TransformersGenerator:
         }
         if params.temperature > 0:
             kwargs.update(temperature=params.temperature, top_p=params.top_p, top_k=0)
-        if params.stop:
-            kwargs.update(stop_strings=list(params.stop), tokenizer=self._tokenizer)
         if params.repetition_penalty != 1.0:
             kwargs.update(repetition_penalty=params.repetition_penalty)
         criteria = StoppingCriteriaList([CancelCriterion(cancel)] if cancel is not None else [])
@@ -239,8 +242,8 @@ class TransformersGenerator:
             and params.repetition_penalty == 1.0
             and streamer is None
         )
-        if speculate and params.stop:  # what generate(stop_strings=...) adds to the criteria
-            criteria.append(StopStringCriteria(self._tokenizer, list(params.stop)))
+        if params.stop:  # what generate(stop_strings=...) would add, built once per set of stop strings
+            criteria.append(self._stop_criterion(params.stop))
 
         started = time.perf_counter()
         with torch.random.fork_rng(devices=[]), torch.inference_mode(), self._loaded.activate() as model:
@@ -274,6 +277,24 @@ class TransformersGenerator:
             time.perf_counter() - started,
         )
         return [self._to_generation(ids, len(prompt), params) for ids, prompt in zip(new_tokens, encoded, strict=True)]
+
+    def _stop_criterion(self, stop: tuple[str, ...]) -> Any:
+        """transformers' stop-string criterion for ``stop``, kept for the next call with the same strings.
+
+        Building one walks the tokenizer's whole vocabulary (~40 ms for SmolLM2's 49k tokens), which
+        ``generate(stop_strings=...)`` does on every call; the criterion holds no state between calls. At
+        most :data:`STOP_CRITERIA_KEPT` sets are kept (clients choose their own stop strings), the least
+        recently used dropped first."""
+        from transformers import StopStringCriteria
+
+        with self._stop_lock:  # ``generate_batch`` may run on a caller's thread beside the worker
+            criterion = self._stop_criteria.pop(stop, None)
+            if criterion is None:
+                criterion = StopStringCriteria(self._tokenizer, list(stop))
+            self._stop_criteria[stop] = criterion  # most recently used last
+            while len(self._stop_criteria) > STOP_CRITERIA_KEPT:
+                del self._stop_criteria[next(iter(self._stop_criteria))]
+            return criterion
 
     def _encode(self, text: str) -> list[int]:
         ids: list[int] = list(self._tokenizer(text, add_special_tokens=False)["input_ids"])

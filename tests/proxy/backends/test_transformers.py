@@ -240,3 +240,14 @@ async def test_the_loop_guard_cuts_a_looping_output_where_the_loop_closes(
         assert copying.generate_batch([prompt], guarded) == [short]  # lone call: speculation may overshoot
         streamed = "".join([d async for d in generator.stream(prompt, guarded)])
         assert streamed == short.text
+
+
+def test_stop_string_criteria_are_built_once_per_set_and_kept_in_bounds(generator: TransformersGenerator) -> None:
+    from aligner_proxy.core.backends.transformers import STOP_CRITERIA_KEPT
+
+    first = generator._stop_criterion(("\nUser:",))
+    assert generator._stop_criterion(("\nUser:",)) is first
+    for i in range(STOP_CRITERIA_KEPT + 8):
+        generator._stop_criterion((f"stop-{i}",))
+    assert len(generator._stop_criteria) == STOP_CRITERIA_KEPT
+    assert ("\nUser:",) not in generator._stop_criteria  # the least recently used went first
