@@ -9,12 +9,17 @@ the corrections that are refusals (by the refusal-phrase judge), where copying
 has nothing to copy and speculation must cost nothing:
 
     .venv/bin/python bench/copy_speculation.py   # --lookup N: N drafted tokens instead of the proxy's default
+
+``--answers FILE`` corrects real answers instead of the built-in ones: JSONL rows with ``question`` and
+``answer``, and ``kind`` (``benign`` or ``harmful``; a corrector-corpus triple's ``identity`` counts as
+benign, any other kind as harmful), the first ``--per-kind`` of each kind.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import sys
 import time
 from pathlib import Path
@@ -48,6 +53,16 @@ HARMFUL = [
 ]  # fmt: skip
 
 
+def read_answers(path: Path, per_kind: int) -> dict[str, list[tuple[str, str]]]:
+    kinds: dict[str, list[tuple[str, str]]] = {"benign answers": [], "harmful answers": []}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        row = json.loads(line)
+        kind = "benign answers" if row.get("kind") in ("benign", "identity") else "harmful answers"
+        if len(kinds[kind]) < per_kind:
+            kinds[kind].append((row["question"], row["answer"]))
+    return kinds
+
+
 def timed(corrector: Corrector, item: CorrectionInput) -> tuple[str, int, float]:
     started = time.perf_counter()
     [correction] = asyncio.run(corrector.correct([item]))
@@ -64,7 +79,12 @@ def main() -> None:
     )
     parser.add_argument("--max-new-tokens", type=int, default=160)
     parser.add_argument("--adapter", default=CORRECTOR, help="the corrector's LoRA: a shipped name or a directory")
+    parser.add_argument("--answers", type=Path, help="JSONL of question, answer, kind (default: built-in answers)")
+    parser.add_argument("--per-kind", type=int, default=10, help="answers of each kind read from --answers")
     args = parser.parse_args()
+    kinds = {"benign answers": BENIGN, "harmful answers": HARMFUL}
+    if args.answers is not None:
+        kinds = read_answers(args.answers, args.per_kind)
     pool = ModelPool()
     adapter = resolve_shipped(args.adapter)
     plain = Corrector(
@@ -80,7 +100,7 @@ def main() -> None:
     timed(plain, CorrectionInput(*BENIGN[0]))  # warm-up
     groups: dict[str, list[tuple[int, float, float]]] = {"benign answers": [], "harmful answers": [], "refusals": []}
     identical = True
-    for kind, pairs in (("benign answers", BENIGN), ("harmful answers", HARMFUL)):
+    for kind, pairs in kinds.items():
         for question, answer in pairs:
             item = CorrectionInput(question=question, answer=answer)
             base_text, tokens, base_s = timed(plain, item)
