@@ -97,8 +97,9 @@ def render_tables(main: dict[str, Any], holdouts: dict[str, dict[str, Any]]) -> 
             "",
             "A gate trained with the same recipe *without* the group (its training items capped as the run's "
             "`training.json` says), scored on a stable sample of the group's rows that it never saw. The baselines "
-            "are scored on the same rows, but they were not retrained: `cost-minilm-v1` was trained on "
-            "PKU-SafeRLHF and Do-Not-Answer, so on those groups its row is in distribution for it.",
+            "are scored on the same rows, but they were not retrained, so a row is in distribution for any "
+            "baseline trained on that group: `cost-minilm-v1` on PKU-SafeRLHF and Do-Not-Answer, "
+            "`cost-minilm-ft-v2` on all three. Only the heuristic is out of distribution everywhere.",
             "",
             header,
         ]
