@@ -58,10 +58,19 @@ class EvalCorrectorConfig:
     max_answer_tokens: int = field(default=128, metadata={"help": "Answer budget in the Aligner prompt."})
     output_file: str = field(default="runs/corrector_eval.json", metadata={"help": "Metrics and samples (JSON)."})
     seed: int = field(default=0, metadata={"help": "Seed of the item sample."})
+    exclude_used_by: list[str] = field(
+        default_factory=list,
+        metadata={
+            "help": "Eval configs (YAML) whose selected items are left out: questions an earlier decision "
+            "already looked at, so that a new decision rests on rows no decision has seen."
+        },
+    )
 
 
 def load_items(config: EvalCorrectorConfig) -> tuple[list[CorrectionTriple], list[CorrectionTriple]]:
     triples = read_jsonl_models(config.validation_file, CorrectionTriple)
+    used = used_questions(config.exclude_used_by)
+    triples = [t for t in triples if t.question not in used]
     rng = random.Random(config.seed)
     upstream = [t for t in triples if t.kind == "upstream"]
     human = [t for t in triples if t.kind == "unsafe_to_safe"]
@@ -70,6 +79,17 @@ def load_items(config: EvalCorrectorConfig) -> tuple[list[CorrectionTriple], lis
     identity = [t for t in triples if t.kind == "identity"]
     rng.shuffle(identity)
     return harmful, identity[: config.max_identity]
+
+
+def used_questions(config_files: list[str]) -> set[str]:
+    """The questions of every item that the eval configs ``config_files`` select (their own exclusions applied)."""
+    from training.trainers import parse_config
+
+    used: set[str] = set()
+    for path in config_files:
+        harmful, identity = load_items(parse_config(EvalCorrectorConfig, ["--config", path]))
+        used |= {t.question for t in harmful + identity}
+    return used
 
 
 def _rate(flags: list[bool]) -> float:

@@ -105,3 +105,26 @@ def test_evaluate_end_to_end_with_tiny_models(tiny_lm_dir: Path, tmp_path: Path)
     )
     assert set(full["correctors"]) == {"trained"} and full["correctors"]["trained"]["adapter"] is None
     assert full["correctors"]["trained"]["metrics"]["identity"]["n"] == 1
+
+
+def test_items_an_earlier_evaluation_selected_are_left_out(tmp_path: Path) -> None:
+    from training.eval_corrector import load_items
+
+    rows = [
+        CorrectionTriple(source="s", kind=kind, question=f"{kind} {i}?", answer=f"a{i}", correction=f"c{i}")
+        for kind in ("upstream", "identity")
+        for i in range(6)
+    ]
+    data = tmp_path / "validation.jsonl"
+    data.write_text("".join(r.model_dump_json() + "\n" for r in rows))
+    earlier = tmp_path / "earlier.yaml"
+    earlier.write_text(f"validation_file: {data}\nmax_harmful: 2\nmax_identity: 3\nseed: 0\n")
+    first_harmful, first_identity = load_items(
+        EvalCorrectorConfig(validation_file=str(data), max_harmful=2, max_identity=3)
+    )
+    harmful, identity = load_items(
+        EvalCorrectorConfig(validation_file=str(data), max_harmful=10, max_identity=10, exclude_used_by=[str(earlier)])
+    )
+    seen = {t.question for t in first_harmful + first_identity}
+    assert len(seen) == 5 and not seen & {t.question for t in harmful + identity}
+    assert len(harmful) == 4 and len(identity) == 3  # everything else is kept
