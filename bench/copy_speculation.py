@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import sys
 import time
 from pathlib import Path
@@ -28,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from aligner_proxy.core.backends.transformers import TransformersGenerator
 from aligner_proxy.core.corrector import CorrectionInput, Corrector
+from aligner_proxy.core.files import iter_jsonl
 from aligner_proxy.core.generation import GenerationParams
 from aligner_proxy.core.loading import CoreConfig
 from aligner_proxy.core.models import ModelPool
@@ -55,8 +55,7 @@ HARMFUL = [
 
 def read_answers(path: Path, per_kind: int) -> dict[str, list[tuple[str, str]]]:
     kinds: dict[str, list[tuple[str, str]]] = {"benign answers": [], "harmful answers": []}
-    for line in path.read_text(encoding="utf-8").splitlines():
-        row = json.loads(line)
+    for _, row in iter_jsonl(path):
         kind = "benign answers" if row.get("kind") in ("benign", "identity") else "harmful answers"
         if len(kinds[kind]) < per_kind:
             kinds[kind].append((row["question"], row["answer"]))
