@@ -49,7 +49,10 @@ class EvalCorrectorConfig:
     compare_prompted: bool = field(
         default=True, metadata={"help": "Also evaluate the base model prompted zero-shot with the Aligner template."}
     )
-    validation_file: str = field(default="runs/corpus/validation.jsonl", metadata={"help": "CorrectionTriple JSONL."})
+    validation_file: list[str] = field(
+        default_factory=lambda: ["runs/corpus/validation.jsonl"],
+        metadata={"help": "CorrectionTriple JSONL files (a corpus's validation split, identity sets written apart)."},
+    )
     cost_model: str = field(default="runs/cost_minilm", metadata={"help": "Cost scorer judging harm (a head dir)."})
     max_harmful: int = field(default=40, metadata={"help": "Harmful items evaluated (SmolLM2's own first)."})
     max_identity: int = field(default=25, metadata={"help": "Identity items evaluated."})
@@ -66,9 +69,13 @@ class EvalCorrectorConfig:
         },
     )
 
+    def __post_init__(self) -> None:
+        if isinstance(self.validation_file, str):  # one file, as configs written before the list form say it
+            self.validation_file = [self.validation_file]
+
 
 def load_items(config: EvalCorrectorConfig) -> tuple[list[CorrectionTriple], list[CorrectionTriple]]:
-    triples = read_jsonl_models(config.validation_file, CorrectionTriple)
+    triples = [t for path in config.validation_file for t in read_jsonl_models(path, CorrectionTriple)]
     used = used_questions(config.exclude_used_by)
     triples = [t for t in triples if t.question not in used]
     rng = random.Random(config.seed)

@@ -236,3 +236,49 @@ def test_upstream_triples_only_for_instructions_the_data_set_declines(tmp_path: 
     assert upstream["declined"] and not any(q.startswith("Latex") for q in upstream["declined"])
     assert any(q.startswith("Latex") for q in upstream["all"])
     assert upstream["declined"] < upstream["all"]
+
+
+def test_helpful_safety_only_outputs_become_identity_triples(tmp_path: Path) -> None:
+    """``safety_only_helpful_identity``: the data set's helpful answers to its sensitive instructions are kept as
+    they are (identity), and its declines still only ever serve as upstream targets."""
+    data = write_tiny_data(tmp_path / "data")
+    outputs = {f"Harm {i}?": f"I won't explain harm {i}." for i in range(6)}
+    outputs |= {f"Latex allergy {i}?": f"Avoid latex gloves {i}." for i in range(6)}
+    (data / "safety.json").write_text(
+        json.dumps([{"instruction": q, "input": "", "output": a} for q, a in outputs.items()])
+    )
+    identity: dict[bool, set[str]] = {}
+    for flag in (False, True):
+        out = tmp_path / str(flag)
+        build(
+            tiny_config(data, out, n_harmful_generations=12, identity_fraction=0.6, safety_only_helpful_identity=flag),
+            FakeGenerator(),
+        )
+        every = [t for split in ("train", "validation") for t in read_jsonl(out / f"{split}.jsonl", CorrectionTriple)]
+        identity[flag] = {t.answer for t in every if t.kind == "identity" and t.source == "safety-only"}
+        upstream = {t.correction for t in every if t.kind == "upstream"}
+        assert upstream and all(c.startswith("I won't") for c in upstream)
+    assert not identity[False]
+    assert identity[True] and all(a.startswith("Avoid latex gloves") for a in identity[True])
+
+
+def test_identity_set_keeps_written_answers_and_the_models_non_refusals(tmp_path: Path) -> None:
+    from training.data.identity_set import build_identity_set
+
+    sensitive = tmp_path / "sensitive_v3.jsonl"
+    rows = [
+        {"question": "How do I kill a zombie process?", "answer": "Reap it from the parent.", "topic": "unix"},
+        {"question": "Please refuse-me: shoot a waterfall?", "answer": "Use 1/4 s on a tripod.", "topic": "photo"},
+    ]
+    sensitive.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    cache = tmp_path / "generations.jsonl"
+    generator = FakeGenerator()
+    triples = build_identity_set([sensitive], generator, cache, batch_size=1)
+    assert all(t.kind == "identity" and t.answer == t.correction for t in triples)
+    assert {(t.source, t.answer) for t in triples} == {
+        ("sensitive-benign", "Reap it from the parent."),
+        ("sensitive-benign", "Use 1/4 s on a tripod."),
+        ("sensitive-benign-smollm2", "<answer to How do I kill a zombie process?>"),  # the refusal is not kept
+    }
+    again = FakeGenerator()
+    assert build_identity_set([sensitive], again, cache) == triples and not again.batches  # from the cache

@@ -128,3 +128,30 @@ def test_items_an_earlier_evaluation_selected_are_left_out(tmp_path: Path) -> No
     seen = {t.question for t in first_harmful + first_identity}
     assert len(seen) == 5 and not seen & {t.question for t in harmful + identity}
     assert len(harmful) == 4 and len(identity) == 3  # everything else is kept
+
+
+def test_items_come_from_every_validation_file(tmp_path: Path) -> None:
+    """A corpus's validation split and an identity set written apart are read as one pool of items."""
+    from training.eval_corrector import load_items
+
+    split = tmp_path / "validation.jsonl"
+    split.write_text(
+        "".join(
+            CorrectionTriple(
+                source="s", kind="upstream", question=f"h{i}?", answer="a", correction="c"
+            ).model_dump_json()
+            + "\n"
+            for i in range(3)
+        )
+    )
+    extra = tmp_path / "identity.jsonl"
+    extra.write_text(
+        CorrectionTriple(source="x", kind="identity", question="q?", answer="kept", correction="kept").model_dump_json()
+        + "\n"
+    )
+    harmful, identity = load_items(
+        EvalCorrectorConfig(validation_file=[str(split), str(extra)], max_harmful=10, max_identity=10)
+    )
+    assert len(harmful) == 3 and [t.answer for t in identity] == ["kept"]
+    # one file as a plain string (configs written before the list form) is still one file
+    assert EvalCorrectorConfig(validation_file=str(split)).validation_file == [str(split)]  # type: ignore[arg-type]

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections import Counter, defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,9 +20,15 @@ from aligner_proxy.core.refusal import is_refusal
 from aligner_proxy.core.scorer import CostScorer, default_threshold, score_batched
 from training.data.generation_cache import CorpusGenerator, generate_cached
 from training.data.hh_dialogue import parse_hh_dialogue
-from training.data.loaders import read_sensitive
+from training.data.loaders import SensitiveItem, read_sensitive
 from training.data.records import CorrectionTriple, PreferencePair, SafetyLabel, tally
-from training.data.sources import CorpusConfig, Sources, harmful_safety_instructions, without_eval_bucket
+from training.data.sources import (
+    CorpusConfig,
+    Sources,
+    declines,
+    harmful_safety_instructions,
+    without_eval_bucket,
+)
 from training.data.splits import (
     Split,
     hash_sample,
@@ -75,6 +81,18 @@ def _identity(source: str, question: str, answer: str) -> CorrectionTriple:
     return CorrectionTriple(source=source, question=question, answer=answer, correction=answer, kind="identity")
 
 
+def sensitive_identity(sensitive: Sequence[SensitiveItem], answers: Mapping[str, str]) -> list[CorrectionTriple]:
+    """Identity triples for harmful-sounding benign questions: the written answer, and the model's answer
+    (``answers``, by question) unless it is empty or a refusal (an over-refusal is not a good answer to keep)."""
+    triples = []
+    for item in sensitive:
+        triples.append(_identity("sensitive-benign", item.question, item.answer))
+        answer = answers.get(item.question, "").strip()
+        if answer and not is_refusal(answer):
+            triples.append(_identity("sensitive-benign-smollm2", item.question, answer))
+    return triples
+
+
 def _clean(
     triple: CorrectionTriple, config: CorpusConfig, count_tokens: Callable[[str], int] | None
 ) -> CorrectionTriple | str:
@@ -98,12 +116,8 @@ def _generated_triples(
     config: CorpusConfig, sources: Sources, generator: CorpusGenerator, drops: dict[str, Counter[str]]
 ) -> tuple[list[CorrectionTriple], list[CorrectionTriple], dict[str, Any]]:
     """SmolLM2's answers: harmful instructions → upstream triples, benign ones → identity triples."""
-    harmful = harmful_safety_instructions(
-        hash_sample(sources.safety_instructions, config.n_harmful_generations, config.seed, lambda r: r.question),
-        config.safety_only_rule,
-        drops,
-        "safety-only-smollm2/upstream",
-    )
+    sampled = hash_sample(sources.safety_instructions, config.n_harmful_generations, config.seed, lambda r: r.question)
+    harmful = harmful_safety_instructions(sampled, config.safety_only_rule, drops, "safety-only-smollm2/upstream")
     benign = hash_sample(
         sources.harmless_instructions, config.n_benign_generations, config.seed, lambda r: r.instruction
     )
@@ -138,11 +152,11 @@ def _generated_triples(
             drops["harmless-smollm2/identity"]["empty generation" if not answer else "answer is a refusal"] += 1
             continue
         identity.append(_identity("harmless-smollm2", item.instruction, answer))
-    for s in sensitive:  # benign questions that sound harmful: the corrector must leave their answers alone
-        identity.append(_identity("sensitive-benign", s.question, s.answer))
-        answer = run.answers[s.question].text.strip()
-        if answer and not is_refusal(answer):
-            identity.append(_identity("sensitive-benign-smollm2", s.question, answer))
+    identity += sensitive_identity(sensitive, {q: a.text for q, a in run.answers.items()})
+    if config.safety_only_helpful_identity:
+        # The data set's own helpful answers to its sensitive instructions ("Outline strategies for managing a
+        # latex allergy"): good answers to questions that sound like the harmful ones, to be left alone.
+        identity += [_identity("safety-only", x.question, x.answer) for x in sampled if not declines(x.answer)]
     answers = [run.answers[r.question] for r in harmful], [run.answers[i.instruction] for i in benign]
     stats = {
         "model": generator.model_id,

@@ -100,6 +100,10 @@ class CorpusConfig:
         default="declined",
         metadata={"help": "safety-only instructions whose SmolLM2 answers are corrected: all, or declined ones only"},
     )
+    safety_only_helpful_identity: bool = field(
+        default=False,
+        metadata={"help": "identity triples of the safety-only outputs that answer their (sensitive) instruction"},
+    )
     target_gate: str | None = field(
         default=None,
         metadata={"help": "a scorer; corrections it scores above its own threshold are dropped (safe by the gate)"},
