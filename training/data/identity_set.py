@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -28,8 +29,6 @@ from training.data.corrector_corpus import sensitive_identity
 from training.data.generation_cache import CorpusGenerator, generate_cached
 from training.data.loaders import read_sensitive
 from training.data.records import CorrectionTriple
-
-logger = logging.getLogger(__name__)
 
 
 def build_identity_set(
@@ -72,9 +71,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         batch_size=args.batch_size,
     )
     write_jsonl(args.output, triples)
-    by_source: dict[str, int] = {}
-    for t in triples:
-        by_source[t.source] = by_source.get(t.source, 0) + 1
+    by_source = dict(Counter(t.source for t in triples))
     print(f"wrote {len(triples)} identity triples to {args.output}: {by_source}")
     return 0
 
